@@ -1,0 +1,2000 @@
+"""sound_bulk: turn finished text-to-sound run IDs into verified audio files.
+
+One file, standard library only, CPython 3.8 to 3.13. Copy it into your project
+(or run it in place) and either use it as a library::
+
+    import sound_bulk
+    client = sound_bulk.Client()                   # key from $CAMB_API_KEY
+    results = client.get_results([101, 102])       # {101: RunResult(...), ...}
+    for outcome in client.fetch([101, 102], "out"):
+        print(outcome.run_id, outcome.status, outcome.path)
+
+or as a command::
+
+    python -m sound_bulk fetch 101 102 -o out      # out/101.wav, out/102.wav
+    python -m sound_bulk urls 101 102              # resolve only, JSON lines
+    python -m sound_bulk generate "rain on a tin roof" -o out
+
+It talks to the bulk results endpoint (``POST <base>/text-to-sound-results``,
+at most five run IDs per request), downloads each presigned URL with a
+constant amount of memory into a temporary file beside the destination,
+checks the length and that the bytes are audio, and only then gives the file
+its final name.  The API key is sent to the API's own origin and nowhere else.
+
+Home: the sound_bulk repository (sound_bulk.py).  Licence: MIT, see the end
+of this docstring.
+
+MIT License.  Copyright (c) 2026 the sound_bulk authors.  Permission is hereby
+granted, free of charge, to any person obtaining a copy of this software, to
+deal in it without restriction, including the rights to use, copy, modify,
+merge, publish, distribute, sublicense and/or sell copies, provided this notice
+is kept.  THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # configuration and limits
+    "DEFAULT_BASE_URL", "MAX_RUN_IDS", "__version__",
+    # errors
+    "SoundBulkError", "ConfigurationError", "InvalidRunIdError", "APIError",
+    "AuthenticationError", "TransportError", "DownloadError", "FetchInterrupted",
+    # values
+    "RunResult", "FetchOutcome", "Task", "PromptOutcome", "Manifest",
+    # functions and the client
+    "validate_run_ids", "chunked", "parse_results", "sniff_audio", "Client", "generate",
+    "manifest_run_ids", "main",
+]
+
+import os
+import sys
+import threading
+import time
+
+# Heavier modules (json, http.client, ssl, logging, argparse, concurrent.futures) are
+# imported where they are first needed, so that ``import sound_bulk`` stays cheap.
+
+# ---------------------------------------------------------------------------
+# Constants: the policy, as data
+# ---------------------------------------------------------------------------
+
+#: Where the API lives unless ``base_url=``, ``--base-url`` or $CAMB_API_BASE_URL says otherwise.
+DEFAULT_BASE_URL = "https://client.camb.ai/apis"
+#: Environment variable that holds the API key.
+API_KEY_ENV = "CAMB_API_KEY"
+#: Environment variable that overrides the base URL.
+BASE_URL_ENV = "CAMB_API_BASE_URL"
+#: The documented limit of run IDs in one bulk request.
+MAX_RUN_IDS = 5
+#: Largest run ID accepted (the server stores them as signed 64-bit integers).
+MAX_RUN_ID = 2 ** 63 - 1
+#: Seconds allowed for each network operation (connect, send, each read).
+DEFAULT_TIMEOUT = 30.0
+#: Parallel downloads (and bulk calls) in ``fetch``.
+DEFAULT_WORKERS = 4
+#: Statuses worth another try, besides every 5xx (the official SDK's list).
+RETRY_STATUSES = frozenset({408, 409, 429})
+#: Tries of one request, the first included.
+MAX_ATTEMPTS = 5
+#: First backoff wait and its cap, in seconds; each retry doubles it, +-10% jitter.
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+#: Most seconds one call may spend waiting between its retries.
+RETRY_BUDGET = 120.0
+#: Headers that never leave the API's origin (not to storage, not across a redirect).
+SECRET_HEADERS = frozenset({"x-api-key"})
+#: Redirects followed for one request.
+MAX_REDIRECTS = 5
+#: Bytes read from the network and written to disk at a time.
+READ_CHUNK = 256 * 1024
+#: Largest JSON answer read from the API (a guard against a runaway body).
+MAX_JSON_BYTES = 16 * 1024 * 1024
+#: Fresh URLs asked for one run when its presigned URL has expired.
+URL_REFRESHES = 2
+#: Extensions a saved run may have; a rerun skips a run with any of them.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+#: First and longest wait between two polls of runs (or tasks) that are not ready.
+POLL_INITIAL = 1.0
+POLL_MAX = 15.0
+#: Durations the API accepts for ``audio_type="sound"`` (seconds).
+MAX_SOUND_DURATION = 10.0
+#: Longest prompt accepted before anything is sent.
+MAX_PROMPT_CHARS = 2000
+
+USER_AGENT = "sound_bulk/%s (+python %d.%d)" % ((__version__,) + tuple(sys.version_info[:2]))
+
+#: RunResult statuses.
+READY, PENDING, FAILED, MISSING = "ready", "pending", "failed", "missing"
+_PENDING_WORDS = frozenset({"PENDING", "QUEUED", "RUNNING", "IN_PROGRESS", "PROCESSING", "STARTED"})
+_FAILED_WORDS = frozenset({"ERROR", "FAILED", "FAILURE", "TIMEOUT", "CANCELLED", "CANCELED"})
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+class SoundBulkError(Exception):
+    """Root of every error this module raises on purpose."""
+
+
+class ConfigurationError(SoundBulkError, ValueError):
+    """The client cannot be set up: no API key, a bad or insecure base URL, a bad option."""
+
+
+class InvalidRunIdError(SoundBulkError, ValueError):
+    """One or more run IDs are not positive integers; ``invalid`` lists every bad value."""
+
+    def __init__(self, invalid, message=None):
+        self.invalid = list(invalid)
+        if message is None:
+            shown = ", ".join(_short_repr(v) for v in self.invalid[:20])
+            more = " and %d more" % (len(self.invalid) - 20) if len(self.invalid) > 20 else ""
+            message = "invalid run IDs: %s%s (a run ID is a whole number from 1 to 2**63-1)" % (shown, more)
+        super().__init__(message)
+
+
+class APIError(SoundBulkError):
+    """The API answered with an error status, or with a body this client cannot use."""
+
+    def __init__(self, message, status=None, detail=None, retry_after=None):
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class AuthenticationError(APIError):
+    """The API rejected the key (401 or 403)."""
+
+
+class TransportError(SoundBulkError, OSError):
+    """The network failed (refused, reset, timed out, bad TLS) and retries did not help.
+
+    ``retryable`` is False where another try cannot help (a bad certificate, a refused redirect).
+    """
+
+    def __init__(self, message, retryable=True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class DownloadError(SoundBulkError, OSError):
+    """A run's audio could not be saved; nothing was left under its final name."""
+
+    def __init__(self, message, run_id=None, expected=None, received=None):
+        super().__init__(message)
+        self.run_id = run_id
+        self.expected = expected
+        self.received = received
+
+
+class FetchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``Client.fetch``; ``outcomes`` reports every run, unfinished ones as errors."""
+
+    def __init__(self, outcomes):
+        super().__init__("interrupted")
+        self.outcomes = outcomes
+
+
+# ---------------------------------------------------------------------------
+# Values
+# ---------------------------------------------------------------------------
+
+class RunResult:
+    """What the bulk endpoint said about one run.
+
+    ``status`` is ``"ready"`` (``url`` is set), ``"pending"``, ``"failed"`` (the
+    service reports the generation failed) or ``"missing"`` (no usable entry).
+    ``raw`` is that run's value as the server sent it; ``error`` explains a
+    failure, or why the entry could not be used.
+    """
+
+    __slots__ = ("run_id", "status", "url", "raw", "error")
+
+    def __init__(self, run_id, status, url=None, raw=None, error=None):
+        self.run_id = run_id
+        self.status = status
+        self.url = url
+        self.raw = raw
+        self.error = error
+
+    @property
+    def ready(self):
+        return self.status == READY
+
+    def _key(self):
+        return (self.run_id, self.status, self.url, self.raw, self.error)
+
+    def __eq__(self, other):
+        return isinstance(other, RunResult) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash((self.run_id, self.status, self.url))
+
+    def __repr__(self):
+        return "RunResult(run_id=%d, status=%r, url=%r, error=%r)" % (
+            self.run_id, self.status, redact_url(self.url), self.error)
+
+
+class FetchOutcome:
+    """How one requested run ended in ``fetch``: the ``--json`` line, as an object.
+
+    ``status``: ``saved``, ``skipped``, ``pending``, ``failed``, ``missing`` or ``error``.
+    """
+
+    __slots__ = ("run_id", "status", "path", "bytes", "error")
+
+    def __init__(self, run_id, status, path=None, bytes=None, error=None):
+        self.run_id = run_id
+        self.status = status
+        self.path = path
+        self.bytes = bytes
+        self.error = error
+
+    @property
+    def ok(self):
+        return self.status in ("saved", "skipped")
+
+    def as_dict(self):
+        return {"run_id": self.run_id, "status": self.status, "path": self.path,
+                "bytes": self.bytes, "error": self.error}
+
+    def __eq__(self, other):
+        return isinstance(other, FetchOutcome) and self.as_dict() == other.as_dict()
+
+    def __repr__(self):
+        return "FetchOutcome(%s)" % ", ".join("%s=%r" % kv for kv in self.as_dict().items())
+
+
+class Task:
+    """A text-to-sound task: ``status`` is ``SUCCESS``, ``PENDING`` or ``ERROR`` as the API says."""
+
+    __slots__ = ("task_id", "status", "run_id", "error", "raw")
+
+    def __init__(self, task_id, status, run_id=None, error=None, raw=None):
+        self.task_id = task_id
+        self.status = status
+        self.run_id = run_id
+        self.error = error
+        self.raw = raw
+
+    def __repr__(self):
+        return "Task(task_id=%r, status=%r, run_id=%r, error=%r)" % (
+            self.task_id, self.status, self.run_id, self.error)
+
+
+# ---------------------------------------------------------------------------
+# Pure functions: run IDs, response parsing, audio sniffing
+# ---------------------------------------------------------------------------
+
+def validate_run_ids(ids):
+    """Return the run IDs as ints, first-seen order, repeats dropped.
+
+    Accepts ints and strings of ASCII decimal digits (whitespace around them is
+    ignored).  Raises one ``InvalidRunIdError`` naming every bad value: bools,
+    floats, zero, negatives, other strings, values above 2**63-1, an empty input.
+    A lone int or string counts as one ID.
+    """
+    if isinstance(ids, (int, str, bytes)):
+        ids = [ids]
+    try:
+        items = list(ids)
+    except TypeError:
+        raise InvalidRunIdError([ids], "run IDs must be given as a list, not %s" % type(ids).__name__) from None
+    if not items:
+        raise InvalidRunIdError([], "no run IDs given")
+    seen, good, bad = set(), [], []
+    for item in items:
+        value = _run_id_value(item)
+        if value is None:
+            bad.append(item)
+        elif value not in seen:
+            seen.add(value)
+            good.append(value)
+    if bad:
+        raise InvalidRunIdError(bad)
+    return good
+
+
+def _run_id_value(item):
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        value = item
+    elif isinstance(item, str):
+        text = item.strip()
+        if not (text and text.isascii() and text.isdigit()) or len(text) > 40:
+            return None
+        value = int(text)
+    else:
+        return None
+    return value if 1 <= value <= MAX_RUN_ID else None
+
+
+def chunked(ids, size=MAX_RUN_IDS):
+    """Split ``ids`` into consecutive lists of at most ``size`` (1..MAX_RUN_IDS), order kept."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_RUN_IDS:
+        raise ValueError("chunk size must be a whole number from 1 to %d, not %r" % (MAX_RUN_IDS, size))
+    items = list(ids)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def parse_results(body, run_ids):
+    """Turn a decoded bulk-endpoint answer into ``{run_id: RunResult}`` for exactly ``run_ids``.
+
+    Never raises for any JSON value: a body that is not an object, or an entry of
+    the wrong shape, gives ``missing`` results whose ``error`` says what was wrong.
+    IDs in the answer that were not asked for are ignored.
+    """
+    if not isinstance(body, dict):
+        why = "the response is not a JSON object (it is %s)" % _json_kind(body)
+        return {rid: RunResult(rid, MISSING, error=why) for rid in run_ids}
+    entries = {}
+    for key, value in body.items():
+        rid = _run_id_value(key) if isinstance(key, str) else None
+        if rid is not None and rid not in entries:
+            entries[rid] = value
+    results = {}
+    for rid in run_ids:
+        if rid in entries:
+            results[rid] = _classify(rid, entries[rid])
+        else:
+            results[rid] = RunResult(rid, MISSING)
+    return results
+
+
+def _classify(rid, value):
+    if value is None:
+        return RunResult(rid, PENDING, raw=value)
+    if isinstance(value, str):  # lenient: the URL itself, or a bare status word
+        word = value.strip().upper()
+        if _is_http_url(value):
+            return RunResult(rid, READY, url=value.strip(), raw=value)
+        if word in _PENDING_WORDS or not word:
+            return RunResult(rid, PENDING, raw=value)
+        if word in _FAILED_WORDS:
+            return RunResult(rid, FAILED, raw=value, error="the service reports status %s" % word)
+        return RunResult(rid, MISSING, raw=value, error="unexpected entry %s" % _short_repr(value))
+    if not isinstance(value, dict):
+        return RunResult(rid, MISSING, raw=value, error="unexpected entry of type %s" % _json_kind(value))
+    status = value.get("status")
+    word = status.strip().upper() if isinstance(status, str) else ""
+    url = value.get("output_url")
+    reason = _first_text(value, ("error", "exception_reason", "error_message"))
+    if word in _FAILED_WORDS or (reason and not word):
+        why = reason or _first_text(value, ("message", "detail")) or "the service reports status %s" % word
+        return RunResult(rid, FAILED, raw=value, error=why)
+    if word in _PENDING_WORDS:
+        return RunResult(rid, PENDING, raw=value)
+    if url is None or url == "":
+        return RunResult(rid, PENDING, raw=value)
+    if isinstance(url, str) and _is_http_url(url):
+        return RunResult(rid, READY, url=url.strip(), raw=value)
+    return RunResult(rid, MISSING, raw=value, error="output_url is not an http(s) URL: %s" % _short_repr(url))
+
+
+def _first_text(mapping, keys):
+    for key in keys:
+        value = mapping.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:500]
+        if value not in (None, "", [], {}, False):
+            return _short_repr(value, 500)
+    return None
+
+
+def _is_http_url(text):
+    from urllib.parse import urlsplit
+    text = text.strip()
+    if not text or any(ch.isspace() or ord(ch) < 32 for ch in text):
+        return False
+    try:
+        parts = urlsplit(text)
+        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
+
+
+def sniff_audio(head):
+    """Return the file extension for audio bytes that start with ``head``, else None.
+
+    Knows WAV (RIFF/RF64 ... WAVE), FLAC, Ogg and MP3 (ID3 tag or an MPEG frame sync).
+    """
+    head = bytes(head[:12])
+    if head[:4] in (b"RIFF", b"RF64", b"RIFX") and head[8:12] == b"WAVE":
+        return ".wav"
+    if head[:4] == b"fLaC":
+        return ".flac"
+    if head[:4] == b"OggS":
+        return ".ogg"
+    if head[:3] == b"ID3":
+        return ".mp3"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
+        return ".mp3"
+    return None
+
+
+def _describe_bytes(head):
+    text = bytes(head[:64]).lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")) or b"<body" in text:
+        return "an HTML page"
+    if text.startswith((b"<?xml", b"<error")):
+        return "an XML document"
+    if text.startswith((b"{", b"[")):
+        return "JSON"
+    if not head:
+        return "an empty body"
+    return "bytes that are not a known audio format"
+
+
+def redact_url(url):
+    """``url`` without its query string (where presigned signatures live)."""
+    if not url:
+        return url
+    base, sep, _query = str(url).partition("?")
+    return base + ("?<redacted>" if sep else "")
+
+
+def _short_repr(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _json_kind(value):
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "a list", str: "a string", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _render_detail(detail):
+    """A readable one-line account of a FastAPI-style ``detail``."""
+    if isinstance(detail, str):
+        return detail[:500]
+    if isinstance(detail, list):
+        parts = []
+        for item in detail[:10]:
+            if isinstance(item, dict):
+                loc = item.get("loc")
+                where = ".".join(str(p) for p in loc) if isinstance(loc, list) else ""
+                msg = item.get("msg") or item.get("message") or _short_repr(item)
+                parts.append("%s: %s" % (where, msg) if where else str(msg))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)[:500]
+    return _short_repr(detail, 500)
+
+
+def retry_wait(headers, attempt, now=None, rand=None):
+    """Seconds to wait before retry number ``attempt`` (0-based) after a response with ``headers``.
+
+    ``Retry-After-Ms``, then ``Retry-After`` (seconds or an HTTP date), then
+    ``X-RateLimit-Reset`` (a Unix time), else exponential backoff with +-10% jitter.
+    """
+    import random
+    now = time.time() if now is None else now
+    rand = random.random if rand is None else rand
+    hint = _retry_after(headers, now) if headers is not None else None
+    if hint is not None:
+        return hint
+    return backoff(attempt, rand)
+
+
+def backoff(attempt, rand):
+    delay = min(BACKOFF_MAX, BACKOFF_INITIAL * (2.0 ** attempt))
+    return delay * (1.0 + (rand() - 0.5) * 0.2)
+
+
+def _retry_after(headers, now):
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is not None:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        import email.utils
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                import datetime
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            return max(0.0, when.timestamp() - now)
+    value = headers.get("x-ratelimit-reset")
+    if value is not None:
+        try:
+            delay = float(value) - now
+        except ValueError:
+            return None
+        if delay > 0:
+            return delay
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------
+
+class Client:
+    """A connection to the API with its key, keep-alive pools and retry policy.
+
+    ``api_key`` defaults to $CAMB_API_KEY; ``base_url`` to $CAMB_API_BASE_URL or
+    DEFAULT_BASE_URL.  Plain http is refused except on loopback.  ``sleep``,
+    ``clock`` and ``rand`` are seams for tests.  Safe to share between threads.
+    """
+
+    def __init__(self, api_key=None, *, base_url=None, timeout=DEFAULT_TIMEOUT,
+                 max_attempts=MAX_ATTEMPTS, retry_budget=RETRY_BUDGET,
+                 sleep=time.sleep, clock=time.monotonic, rand=None, ssl_context=None):
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        if not key or not str(key).strip():
+            raise ConfigurationError("no API key: pass api_key= or set %s" % API_KEY_ENV)
+        key = str(key).strip()
+        if any(ch in key for ch in "\r\n\0"):
+            raise ConfigurationError("the API key contains a line break or NUL")
+        self._key = key
+        url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        self.base_url = _check_base_url(url)
+        try:
+            self.timeout = float(timeout)
+        except (TypeError, ValueError):
+            raise ConfigurationError("timeout must be a number of seconds, not %r" % (timeout,)) from None
+        if not self.timeout > 0:
+            raise ConfigurationError("timeout must be more than 0 seconds")
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+        self.max_attempts = max_attempts
+        self.retry_budget = float(retry_budget)
+        self._sleep = sleep
+        self._clock = clock
+        if rand is None:
+            import random
+            rand = random.random
+        self._rand = rand
+        self._ssl_context = ssl_context
+        self._pool = _Pool(self)
+        self._log = _logger()
+
+    def __repr__(self):
+        return "Client(base_url=%r, api_key=<redacted>)" % self.base_url
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Close idle kept-alive connections."""
+        self._pool.close()
+
+    @property
+    def connections_opened(self):
+        """How many connections this client opened, by origin (``scheme://host:port``)."""
+        return dict(self._pool.opened)
+
+    # -- the bulk endpoint -------------------------------------------------
+
+    def get_results(self, run_ids):
+        """Resolve run IDs: ``{run_id: RunResult}``, one entry per requested ID, request order.
+
+        One POST per chunk of at most five IDs.  A chunk whose answer is unusable
+        (after retries) gives ``missing`` results with ``error`` set, and the other
+        chunks are kept; a rejected key raises ``AuthenticationError``.
+        """
+        ids = validate_run_ids(run_ids)
+        results = {}
+        for chunk in chunked(ids):
+            results.update(self._resolve_chunk(chunk))
+        return results
+
+    def _resolve_chunk(self, chunk):
+        try:
+            body = self._call_json("POST", "text-to-sound-results", {"run_ids": chunk})
+        except AuthenticationError:
+            raise
+        except SoundBulkError as exc:
+            return {rid: RunResult(rid, MISSING, error=str(exc)) for rid in chunk}
+        return parse_results(body, chunk)
+
+    # -- tasks (prompts -> run IDs) --------------------------------------------
+
+    def create_task(self, prompt, *, duration=None, audio_type="sound", project_name=None,
+                    project_description=None, folder_id=None):
+        """Start a text-to-sound task; returns its ``task_id`` (a string).  Costs credits."""
+        payload = _task_payload(prompt, duration, audio_type, project_name, project_description, folder_id)
+        body = self._call_json("POST", "text-to-sound", payload, retry=False)
+        task_id = body.get("task_id") if isinstance(body, dict) else None
+        if task_id in (None, "") or isinstance(task_id, (dict, list, bool)):
+            raise APIError("the API did not return a task_id (got %s)" % _short_repr(body))
+        return str(task_id)
+
+    def get_task(self, task_id):
+        """The task's current state as a ``Task``."""
+        from urllib.parse import quote
+        body = self._call_json("GET", "text-to-sound/" + quote(str(task_id), safe=""))
+        if not isinstance(body, dict):
+            raise APIError("unexpected task status answer: %s" % _short_repr(body))
+        status = str(body.get("status") or "PENDING").upper()
+        run_id = _run_id_value(body.get("run_id")) if body.get("run_id") is not None else None
+        if isinstance(body.get("run_id"), str):
+            run_id = _run_id_value(body["run_id"])
+        error = None
+        if status in _FAILED_WORDS:
+            status = "ERROR"
+            error = _first_text(body, ("exception_reason", "message", "error")) or "the task failed"
+        elif status == "SUCCESS" and run_id is None:
+            status, error = "ERROR", "the task succeeded but the API gave no run_id"
+        elif status != "SUCCESS":
+            status = "PENDING"
+        return Task(str(task_id), status, run_id, error, body)
+
+    # -- downloads ---------------------------------------------------------
+
+    def download(self, run_id, out_dir=".", url=None, *, progress=None, cancel=None):
+        """Save one run's audio as ``out_dir/<run_id>.<ext>``; returns ``(path, size)``.
+
+        Resolves the URL when none is given, refreshes it when it has expired,
+        resumes interrupted transfers, checks length and audio format, and only
+        then gives the file its final name.  Raises ``DownloadError`` (an OSError),
+        or ``FileExistsError`` when the run is already saved.
+        """
+        rid = validate_run_ids([run_id])[0]
+        existing = saved_path(out_dir, rid)
+        if existing:
+            raise FileExistsError(17, "already saved", existing)
+        if url is None:
+            url = self._fresh_url(rid, None)
+        return _Download(self, rid, out_dir, url, progress, cancel).run()
+
+    def fetch(self, run_ids, out_dir=".", *, workers=DEFAULT_WORKERS, wait=0.0,
+              progress=None, on_outcome=None, cancel=None):
+        """The whole journey: resolve, download in parallel, report every run.
+
+        Returns one ``FetchOutcome`` per requested run, in request order.  Runs
+        already saved in ``out_dir`` are ``skipped`` without a request.  With
+        ``wait`` > 0, runs not ready are asked for again (with growing pauses)
+        until they are or ``wait`` seconds have passed.  Ctrl-C raises
+        ``FetchInterrupted`` carrying the outcomes so far; no partial file is
+        left under a final name.
+        """
+        ids = validate_run_ids(run_ids)
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+            raise ConfigurationError("workers must be a whole number from 1 to 64")
+        return _Fetch(self, ids, out_dir, workers, float(wait or 0), progress, on_outcome, cancel).run()
+
+    def abort(self):
+        """Break every transfer in progress (used on Ctrl-C so threads stop at once)."""
+        self._pool.abort()
+
+    # -- machinery -----------------------------------------------------------
+
+    def _fresh_url(self, rid, stale):
+        result = self._resolve_chunk([rid])[rid]
+        if result.ready and result.url != stale:
+            return result.url
+        raise DownloadError("run %d has no download URL now: %s" % (
+            rid, result.error or result.status), run_id=rid)
+
+    def _call_json(self, method, path, payload=None, retry=True):
+        """One API call with retries; returns the decoded JSON answer."""
+        url = self.base_url + "/" + path
+        body = None if payload is None else _json().dumps(payload).encode("utf-8")
+        headers = {"x-api-key": self._key, "User-Agent": USER_AGENT, "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        attempts = self.max_attempts if retry else 1
+        start = self._clock()
+        for attempt in range(attempts):
+            wait = None
+            try:
+                with self._pool.request(method, url, headers, body) as answer:
+                    data = answer.read_all(MAX_JSON_BYTES)
+            except TransportError as exc:
+                error = exc
+                if not exc.retryable:
+                    raise
+                wait = backoff(attempt, self._rand)
+            else:
+                if answer.status < 300:
+                    return self._decode(answer, data)
+                error = self._api_error(answer, data)
+                if answer.status not in RETRY_STATUSES and answer.status < 500:
+                    raise error
+                wait = retry_wait(answer.headers, attempt, rand=self._rand)
+                error.retry_after = wait
+            spent = self._clock() - start
+            if attempt + 1 >= attempts or spent + wait > self.retry_budget:
+                raise error
+            self._log.info("%s %s failed (%s); retry %d in %.1f s",
+                           method, path, error, attempt + 1, wait)
+            self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _decode(self, answer, data):
+        try:
+            return _json().loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise APIError("HTTP %d with a body that is not JSON: %s" % (
+                answer.status, self._redact(_snippet(data))), status=answer.status) from None
+
+    def _api_error(self, answer, data):
+        status = answer.status
+        detail = None
+        try:
+            decoded = _json().loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            decoded = None
+        if isinstance(decoded, dict) and "detail" in decoded:
+            detail = decoded["detail"]
+            text = _render_detail(detail)
+        elif decoded is not None:
+            detail = decoded
+            text = _short_repr(decoded, 300)
+        else:
+            text = _snippet(data) or answer.reason or ""
+        message = self._redact("HTTP %d %s: %s" % (status, answer.reason or "", text))
+        if status in (401, 403):
+            return AuthenticationError("the API rejected the key (%s)" % message, status, detail)
+        return APIError(message, status, detail)
+
+    def _redact(self, text):
+        return text.replace(self._key, "<redacted>") if self._key else text
+
+
+def saved_path(out_dir, run_id):
+    """The path of a run already saved in ``out_dir`` (any known extension), else None."""
+    for ext in AUDIO_EXTENSIONS:
+        path = os.path.join(out_dir, "%d%s" % (run_id, ext))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _snippet(data, limit=200):
+    text = data[:limit * 4].decode("utf-8", "replace")
+    import re
+    text = re.sub(r"<[^>]{0,200}>", " ", text)
+    text = " ".join(text.split())
+    return text[:limit]
+
+
+def _task_payload(prompt, duration, audio_type, project_name, project_description, folder_id):
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigurationError("a prompt must be non-empty text")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ConfigurationError("a prompt is at most %d characters (this one has %d)" % (
+            MAX_PROMPT_CHARS, len(prompt)))
+    if audio_type not in ("sound", "music"):
+        raise ConfigurationError("audio_type must be 'sound' or 'music', not %r" % (audio_type,))
+    payload = {"prompt": prompt.strip(), "audio_type": audio_type}
+    if duration is not None:
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
+            raise ConfigurationError("duration must be a positive number of seconds")
+        if audio_type == "sound" and duration > MAX_SOUND_DURATION:
+            raise ConfigurationError("the API accepts at most %g s for sound (asked for %g s)" % (
+                MAX_SOUND_DURATION, duration))
+        payload["duration"] = float(duration)
+    for name, value in (("project_name", project_name), ("project_description", project_description),
+                        ("folder_id", folder_id)):
+        if value is not None:
+            payload[name] = value
+    return payload
+
+
+# ---------------------------------------------------------------------------
+# The HTTP layer: keep-alive pools per origin, redirects that keep the key home
+# ---------------------------------------------------------------------------
+
+def _is_loopback(host):
+    host = (host or "").lower().strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    import ipaddress
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(url):
+    from urllib.parse import urlsplit
+    text = str(url).strip().rstrip("/")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError("bad base URL %r: %s" % (url, exc)) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError("the base URL must be an http(s) URL, not %r" % (url,))
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigurationError("the base URL may not carry a query, fragment or credentials")
+    if scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            "refusing plain http to %s: the API key would travel in clear (use https)" % parts.hostname)
+    del port
+    return text
+
+
+def _origin(url):
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise TransportError("not an http(s) URL: %s" % redact_url(url))
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise TransportError("bad port in URL: %s" % redact_url(url)) from None
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return (scheme, parts.hostname.lower(), port), target
+
+
+def _origin_text(origin):
+    scheme, host, port = origin
+    return "%s://%s:%d" % (scheme, "[%s]" % host if ":" in host else host, port)
+
+
+class _Answer:
+    """One response on a pooled connection; a context manager that returns the connection."""
+
+    def __init__(self, pool, origin, conn, response, url):
+        self._pool, self._origin, self._conn, self.response = pool, origin, conn, response
+        self.url = url
+        self.status = response.status
+        self.reason = response.reason
+        self.headers = response.headers if hasattr(response, "headers") else response.msg
+        self._done = False
+
+    def header(self, name):
+        return self.headers.get(name)
+
+    def readinto(self, buf):
+        return self.response.readinto(buf)
+
+    def read_all(self, limit):
+        data = self.response.read(limit + 1)
+        if len(data) > limit:
+            raise TransportError("the answer is larger than %d bytes" % limit, retryable=False)
+        self._done = True
+        return data
+
+    def finished(self):
+        """Mark the body as read to its end, so the connection may be reused."""
+        self._done = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(reuse=exc_type is None and self._done)
+
+    def close(self, reuse=False):
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            keep = reuse and not getattr(self.response, "will_close", False)
+            self._pool.give_back(self._origin, conn, keep)
+
+
+class _Pool:
+    """Idle kept-alive connections per origin, shared by threads."""
+
+    def __init__(self, client):
+        self._client = client
+        self._idle = {}
+        self._busy = set()
+        self._lock = threading.Lock()
+        self.opened = {}
+
+    def _connect(self, origin):
+        import http.client
+        scheme, host, port = origin
+        timeout = self._client.timeout
+        if scheme == "https":
+            with self._lock:
+                if self._client._ssl_context is None:
+                    import ssl
+                    self._client._ssl_context = ssl.create_default_context()
+                context = self._client._ssl_context
+            # Looked up at call time so that vcrpy's patched classes are used.
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        with self._lock:
+            key = _origin_text(origin)
+            self.opened[key] = self.opened.get(key, 0) + 1
+        return conn
+
+    def _take(self, origin):
+        with self._lock:
+            idle = self._idle.get(origin)
+            conn = idle.pop() if idle else None
+        if conn is None:
+            return self._connect(origin), False
+        return conn, True
+
+    def give_back(self, origin, conn, reuse):
+        with self._lock:
+            self._busy.discard(conn)
+            if reuse:
+                self._idle.setdefault(origin, []).append(conn)
+                return
+        conn.close()
+
+    def close(self):
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+    def abort(self):
+        import socket
+        with self._lock:
+            busy = list(self._busy)
+        for conn in busy:
+            sock = getattr(conn, "sock", None)
+            try:
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, AttributeError):
+                pass
+
+    def _send(self, method, url, headers, body):
+        import http.client
+        import ssl
+        origin, target = _origin(url)
+        for fresh in (False, True):
+            conn, reused = (self._connect(origin), False) if fresh else self._take(origin)
+            with self._lock:
+                self._busy.add(conn)
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                response = conn.getresponse()
+            except ssl.CertificateError as exc:
+                self.give_back(origin, conn, False)
+                raise TransportError("TLS verification failed for %s: %s" % (
+                    _origin_text(origin), exc), retryable=False) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.give_back(origin, conn, False)
+                if reused and isinstance(exc, (ConnectionError, http.client.BadStatusLine)):
+                    continue  # a kept-alive connection the server had closed: once more, fresh
+                raise TransportError("%s %s: %s" % (method, redact_url(url), _exc_text(exc))) from None
+            except BaseException:
+                self.give_back(origin, conn, False)
+                raise
+            return _Answer(self, origin, conn, response, url)
+        raise AssertionError("unreachable")
+
+    def request(self, method, url, headers, body=None):
+        """Send, following redirects; secret headers are dropped when the origin changes."""
+        from urllib.parse import urljoin
+        log = self._client._log
+        headers = dict(headers)
+        home = _origin(url)[0]
+        for _hop in range(MAX_REDIRECTS + 1):
+            started = time.monotonic()
+            answer = self._send(method, url, headers, body)
+            if log.isEnabledFor(10):
+                log.debug("%s %s -> %d (%.0f ms)", method, redact_url(url), answer.status,
+                          (time.monotonic() - started) * 1000)
+            location = answer.header("location")
+            if answer.status not in (301, 302, 303, 307, 308) or not location:
+                return answer
+            try:
+                answer.read_all(64 * 1024)
+            except (OSError, TransportError):
+                pass
+            answer.close(reuse=True)
+            new_url = urljoin(url, location.strip())
+            new_origin = _origin(new_url)[0]
+            if new_origin[0] == "http" and _origin(url)[0][0] == "https" and not _is_loopback(new_origin[1]):
+                raise TransportError("refusing a redirect from https to plain http: %s" % redact_url(new_url),
+                                     retryable=False)
+            if method not in ("GET", "HEAD") and answer.status not in (307, 308):
+                raise TransportError("refusing to turn %s into GET on a %d redirect" % (method, answer.status),
+                                     retryable=False)
+            if new_origin != home:
+                for name in list(headers):
+                    if name.lower() in SECRET_HEADERS:
+                        del headers[name]
+            url = new_url
+        raise TransportError("more than %d redirects for %s" % (MAX_REDIRECTS, redact_url(url)), retryable=False)
+
+
+def _exc_text(exc):
+    name = type(exc).__name__
+    text = str(exc)
+    if "timed out" in text or isinstance(exc, getattr(__import__("socket"), "timeout", ())):
+        return "timed out"
+    return "%s: %s" % (name, text) if text else name
+
+
+# ---------------------------------------------------------------------------
+# One download: temp file beside the destination, resume, checks, rename
+# ---------------------------------------------------------------------------
+
+class _Expired(Exception):
+    pass
+
+
+class _Retry(Exception):
+    pass
+
+
+class _Download:
+    def __init__(self, client, rid, out_dir, url, progress, cancel):
+        self.client, self.rid, self.out_dir, self.url = client, rid, out_dir, url
+        self.progress = progress
+        self.cancel = cancel
+
+    def run(self):
+        tmp_path = os.path.join(self.out_dir, ".%d.%d-%s.part" % (self.rid, os.getpid(), os.urandom(4).hex()))
+        try:
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except OSError as exc:
+            raise DownloadError("cannot write in %s: %s" % (self.out_dir, exc.strerror or exc),
+                                run_id=self.rid) from None
+        writer = _Writer(os.fdopen(fd, "wb", buffering=0))
+        try:
+            ext, size = self._transfer(writer)
+            writer.commit()
+            path = os.path.join(self.out_dir, "%d%s" % (self.rid, ext))
+            _publish(tmp_path, path)
+            return path, size
+        except OSError as exc:
+            if isinstance(exc, (DownloadError, FileExistsError)):
+                raise
+            raise DownloadError("cannot save run %d: %s" % (self.rid, exc.strerror or exc),
+                                run_id=self.rid) from None
+        finally:
+            writer.close()
+            try:
+                os.unlink(tmp_path)
+            except OSError:
+                pass
+
+    def _transfer(self, writer):
+        client = self.client
+        attempt = refreshes = 0
+        etag = total = ext = None
+        last_error = None
+        while True:
+            if self.cancel is not None and self.cancel.is_set():
+                raise DownloadError("interrupted", run_id=self.rid)
+            try:
+                ext, total, etag = self._attempt(writer, ext, total, etag)
+                return ext, writer.size
+            except _Expired as exc:
+                if refreshes >= URL_REFRESHES:
+                    raise DownloadError("run %d: the download URL expired and %d fresh ones did not work (%s)"
+                                        % (self.rid, refreshes, exc), run_id=self.rid) from None
+                refreshes += 1
+                client._log.info("run %d: URL expired, asking for a fresh one", self.rid)
+                self.url = client._fresh_url(self.rid, self.url)
+                continue
+            except (_Retry, TransportError) as exc:
+                if isinstance(exc, TransportError) and not exc.retryable:
+                    raise DownloadError("run %d: %s" % (self.rid, exc), run_id=self.rid) from None
+                last_error = exc
+            attempt += 1
+            if attempt >= client.max_attempts:
+                raise DownloadError("run %d: %s (after %d tries)" % (self.rid, last_error, attempt),
+                                    run_id=self.rid, expected=total, received=writer.size)
+            wait = backoff(attempt - 1, client._rand)
+            client._log.info("run %d: %s; retry %d in %.1f s", self.rid, last_error, attempt, wait)
+            client._sleep(wait)
+
+    def _attempt(self, writer, ext, total, etag):
+        import http.client
+        headers = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "identity"}
+        resume = writer.size > 0 and total is not None
+        if resume:
+            headers["Range"] = "bytes=%d-" % writer.size
+            if etag:
+                headers["If-Range"] = etag
+        elif writer.size:
+            writer.restart()
+        with self.client._pool.request("GET", self.url, headers) as answer:
+            status = answer.status
+            if status in (400, 401, 403):
+                body = answer.response.read(8192)
+                if status != 400 or b"xpire" in body:  # S3: 403 AccessDenied "Request has expired"
+                    raise _Expired("HTTP %d: %s" % (status, _snippet(body, 120)))
+                raise DownloadError("run %d: HTTP 400 from storage: %s" % (self.rid, _snippet(body, 120)),
+                                    run_id=self.rid)
+            if status in RETRY_STATUSES or status >= 500:
+                raise _Retry("HTTP %d from storage" % status)
+            new_etag = answer.header("etag")
+            length = _int_or_none(answer.header("content-length"))
+            if status == 206 and resume:
+                start, end_total = _content_range(answer.header("content-range"))
+                if start != writer.size or end_total != total or (etag and new_etag and new_etag != etag):
+                    writer.restart()
+                    raise _Retry("the object changed while resuming; starting over")
+                expected = total
+            elif status == 200:
+                if writer.size:
+                    writer.restart()  # the storage ignored Range (or the object changed): start over
+                expected = length
+                etag = new_etag
+                total = length
+            else:
+                raise DownloadError("run %d: HTTP %d %s from storage: %s" % (
+                    self.rid, status, answer.reason, _snippet(answer.response.read(8192), 120)), run_id=self.rid)
+            try:
+                ext = self._stream(answer, writer, ext, expected)
+            except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, (DownloadError,)) or (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS):
+                    raise
+                raise _Retry("transfer broke after %d bytes: %s" % (writer.size, _exc_text(exc))) from None
+            answer.finished()
+        return ext, total, etag
+
+    def _stream(self, answer, writer, ext, expected):
+        buf = bytearray(READ_CHUNK)
+        view = memoryview(buf)
+        cancel = self.cancel
+        progress = self.progress
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise DownloadError("interrupted", run_id=self.rid)
+            n = answer.readinto(view)
+            if not n:
+                break
+            writer.write(view[:n])
+            if ext is None and writer.head_ready():
+                ext = self._check_head(writer.head)
+            if progress is not None:
+                progress(n)
+        if ext is None:
+            ext = self._check_head(writer.head)
+        if expected is not None and writer.size != expected:
+            raise _Retry("truncated: got %d of %d bytes" % (writer.size, expected))
+        return ext
+
+    def _check_head(self, head):
+        ext = sniff_audio(head)
+        if ext is None:
+            raise DownloadError("run %d: the storage sent %s, not audio" % (self.rid, _describe_bytes(head)),
+                                run_id=self.rid)
+        return ext
+
+
+_DISK_ERRNOS = frozenset({28, 122, 13, 30, 5, 27})  # ENOSPC, EDQUOT, EACCES, EROFS, EIO, EFBIG
+
+
+class _Writer:
+    """Appends to the temp file and keeps the first bytes for the format check."""
+
+    HEAD = 12
+
+    def __init__(self, fileobj):
+        self.file = fileobj
+        self.size = 0
+        self.head = b""
+
+    def write(self, data):
+        if len(self.head) < self.HEAD:
+            self.head += bytes(data[:self.HEAD - len(self.head)])
+        view = memoryview(data)
+        while view:
+            written = self.file.write(view)
+            if not written:
+                raise OSError(28, "No space left on device")
+            view = view[written:]
+        self.size += len(data)
+
+    def head_ready(self):
+        return len(self.head) >= self.HEAD
+
+    def restart(self):
+        self.file.seek(0)
+        self.file.truncate()
+        self.size = 0
+        self.head = b""
+
+    def commit(self):
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self):
+        self.file.close()
+
+
+def _publish(tmp_path, path):
+    """Give the finished temp file its final name, never replacing an existing file."""
+    try:
+        os.link(tmp_path, path)
+    except FileExistsError:
+        raise FileExistsError(17, "already saved", path) from None
+    except OSError:
+        # Filesystems without hard links: the small window between check and rename is the price.
+        if os.path.exists(path):
+            raise FileExistsError(17, "already saved", path) from None
+        os.replace(tmp_path, path)
+    try:
+        dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _int_or_none(value):
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _content_range(value):
+    """``bytes START-END/TOTAL`` -> (START, TOTAL); (None, None) when unreadable."""
+    try:
+        unit, _, rest = (value or "").partition(" ")
+        span, _, total = rest.partition("/")
+        return int(span.partition("-")[0]), int(total)
+    except ValueError:
+        return None, None
+
+
+# ---------------------------------------------------------------------------
+# Many runs: resolve in chunks, download in parallel, poll the pending ones
+# ---------------------------------------------------------------------------
+
+class _Fetch:
+    def __init__(self, client, ids, out_dir, workers, wait, progress, on_outcome, cancel):
+        self.client, self.ids, self.out_dir = client, ids, out_dir
+        self.workers, self.wait = workers, wait
+        self.progress, self.on_outcome = progress, on_outcome
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.outcomes = {}
+
+    def _settle(self, outcome):
+        self.outcomes[outcome.run_id] = outcome
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    def ordered(self):
+        return [self.outcomes.get(rid) or FetchOutcome(rid, "error", error="interrupted") for rid in self.ids]
+
+    def run(self):
+        try:
+            os.makedirs(self.out_dir, exist_ok=True)
+        except OSError as exc:
+            why = "cannot create %s: %s" % (self.out_dir, exc.strerror or exc)
+            for rid in self.ids:
+                self._settle(FetchOutcome(rid, "error", error=why))
+            return self.ordered()
+        todo = []
+        for rid in self.ids:
+            path = saved_path(self.out_dir, rid)
+            if path:
+                self._settle(FetchOutcome(rid, "skipped", path, os.path.getsize(path)))
+            else:
+                todo.append(rid)
+        if not todo:
+            return self.ordered()
+        from concurrent.futures import ThreadPoolExecutor
+        executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sound_bulk")
+        try:
+            self._loop(executor, todo)
+        except BaseException as exc:
+            self.cancel.set()
+            self.client.abort()
+            executor.shutdown(wait=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise FetchInterrupted(self.ordered()) from None
+            raise
+        executor.shutdown(wait=True)
+        return self.ordered()
+
+    def _loop(self, executor, todo):
+        from concurrent.futures import wait as wait_for, FIRST_COMPLETED
+        clock = self.client._clock
+        deadline = clock() + self.wait
+        inflight = {}
+        waiting = []
+        polls = 0
+        next_poll = None
+
+        def resolve(ids):
+            for chunk in chunked(ids):
+                inflight[executor.submit(self.client._resolve_chunk, chunk)] = ("resolve", chunk)
+
+        resolve(todo)
+        while inflight or waiting:
+            now = clock()
+            if waiting and now >= next_poll:
+                resolve(waiting)
+                waiting = []
+                polls += 1
+                continue
+            timeout = max(0.0, next_poll - now) if waiting else None
+            if not inflight:
+                self.client._sleep(timeout)
+                continue
+            done, _ = wait_for(list(inflight), timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                kind, arg = inflight.pop(future)
+                if kind == "download":
+                    self._settle(future.result())
+                    continue
+                results = future.result()  # AuthenticationError propagates: every chunk would fail
+                for rid in arg:
+                    result = results[rid]
+                    if result.ready:
+                        inflight[executor.submit(self._download, result)] = ("download", rid)
+                    elif result.status == FAILED:
+                        self._settle(FetchOutcome(rid, "failed", error=result.error or "generation failed"))
+                    elif result.error:
+                        self._settle(FetchOutcome(rid, "error", error=result.error))
+                    elif self.wait > 0 and clock() < deadline:
+                        if not waiting:
+                            delay = min(POLL_MAX, POLL_INITIAL * (2 ** polls))
+                            next_poll = min(clock() + delay, deadline)
+                        waiting.append(rid)
+                    else:
+                        why = "not ready yet" if result.status == PENDING else "the API returned no entry for it"
+                        self._settle(FetchOutcome(rid, result.status, error=why))
+
+    def _download(self, result):
+        rid = result.run_id
+        try:
+            path, size = _Download(self.client, rid, self.out_dir, result.url, self.progress, self.cancel).run()
+            return FetchOutcome(rid, "saved", path, size)
+        except FileExistsError as exc:
+            path = exc.filename or saved_path(self.out_dir, rid)
+            return FetchOutcome(rid, "skipped", path, os.path.getsize(path) if path else None)
+        except SoundBulkError as exc:
+            if isinstance(exc, AuthenticationError):
+                raise
+            return FetchOutcome(rid, "error", error=str(exc))
+        except OSError as exc:
+            return FetchOutcome(rid, "error", error="run %d: %s" % (rid, exc))
+
+
+# ---------------------------------------------------------------------------
+# From prompts to files: tasks, a manifest that loses no paid task
+# ---------------------------------------------------------------------------
+
+#: The manifest's file name inside the output folder.
+MANIFEST_NAME = "sound_bulk-manifest.jsonl"
+
+
+class Manifest:
+    """An append-only JSON-lines journal of the tasks created for prompts.
+
+    Every line is written and fsynced before the step it records is relied on,
+    so a crash at any point leaves enough to resume without paying twice.  A
+    torn last line (a crash mid-write) is ignored on reading.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def records(self):
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                record = _json().loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+        return out
+
+    def append(self, record):
+        data = (_json().dumps(record, sort_keys=True) + "\n").encode("utf-8")
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+            try:
+                if os.fstat(fd).st_size and not self._ends_with_newline(fd):
+                    data = b"\n" + data  # seal a torn line left by a crash
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    @staticmethod
+    def _ends_with_newline(fd):
+        size = os.fstat(fd).st_size
+        return os.pread(fd, 1, size - 1) == b"\n" if hasattr(os, "pread") else True
+
+    def state(self):
+        """``{key: merged record}`` for every prompt occurrence the manifest knows."""
+        merged = {}
+        for record in self.records():
+            key = record.get("key")
+            if isinstance(key, str):
+                merged.setdefault(key, {}).update({k: v for k, v in record.items() if k != "event"})
+                merged[key].setdefault("events", []).append(record.get("event"))
+        return merged
+
+
+def manifest_run_ids(path):
+    """The run IDs recorded in a manifest file (or the manifest inside a folder), in order."""
+    if os.path.isdir(path):
+        path = os.path.join(path, MANIFEST_NAME)
+    if not os.path.isfile(path):
+        raise ConfigurationError("no manifest at %s" % path)
+    ids = []
+    for entry in Manifest(path).state().values():
+        rid = entry.get("run_id")
+        if isinstance(rid, int) and not isinstance(rid, bool) and rid not in ids:
+            ids.append(rid)
+    return ids
+
+
+def prompt_keys(prompts, duration, audio_type):
+    """A stable key per prompt occurrence: the same prompt twice is two sounds."""
+    import hashlib
+    seen = {}
+    keys = []
+    for prompt in prompts:
+        base = hashlib.sha256(_json().dumps([prompt, duration, audio_type]).encode("utf-8")).hexdigest()[:16]
+        seen[base] = seen.get(base, 0) + 1
+        keys.append("%s-%d" % (base, seen[base]))
+    return keys
+
+
+class PromptOutcome:
+    """How one prompt ended in ``generate``: the ``--json`` line, as an object."""
+
+    __slots__ = ("prompt", "task_id", "run_id", "status", "path", "error")
+
+    def __init__(self, prompt, task_id=None, run_id=None, status="error", path=None, error=None):
+        self.prompt, self.task_id, self.run_id = prompt, task_id, run_id
+        self.status, self.path, self.error = status, path, error
+
+    @property
+    def ok(self):
+        return self.status in ("saved", "skipped")
+
+    def as_dict(self):
+        return {"prompt": self.prompt, "task_id": self.task_id, "run_id": self.run_id,
+                "status": self.status, "path": self.path, "error": self.error}
+
+    def __repr__(self):
+        return "PromptOutcome(%s)" % ", ".join("%s=%r" % kv for kv in self.as_dict().items())
+
+
+def generate(client, prompts, out_dir=".", *, duration=None, audio_type="sound", resubmit=False,
+             workers=DEFAULT_WORKERS, wait=600.0, on_outcome=None):
+    """Prompts in, audio files out: create tasks, poll them, resolve and download the runs.
+
+    Every task created is recorded in ``out_dir/sound_bulk-manifest.jsonl``
+    before anything else happens, so a rerun resumes it instead of paying for a
+    new one.  A prompt whose submission may have reached the API without an
+    answer is not submitted again unless ``resubmit`` is true.  Returns one
+    ``PromptOutcome`` per prompt, in order.
+    """
+    prompts = list(prompts)
+    if not prompts:
+        raise ConfigurationError("no prompts given")
+    payloads = [_task_payload(p, duration, audio_type, None, None, None) for p in prompts]
+    os.makedirs(out_dir, exist_ok=True)
+    manifest = Manifest(os.path.join(out_dir, MANIFEST_NAME))
+    keys = prompt_keys([p["prompt"] for p in payloads], duration, audio_type)
+    known = manifest.state()
+    outcomes = [PromptOutcome(p["prompt"]) for p in payloads]
+    entries = [dict(known.get(k, {})) for k in keys]
+
+    def submit(i):
+        key, payload = keys[i], payloads[i]
+        manifest.append({"event": "submitting", "key": key, "prompt": payload["prompt"], "time": time.time()})
+        try:
+            task_id = client.create_task(payload["prompt"], duration=payload.get("duration"),
+                                         audio_type=audio_type)
+        except (APIError, TransportError) as exc:
+            definite = isinstance(exc, APIError) and not isinstance(exc, AuthenticationError) or (
+                isinstance(exc, TransportError) and "refused" in str(exc).lower())
+            manifest.append({"event": "submit_failed" if definite else "submit_unknown", "key": key,
+                             "error": str(exc)})
+            if isinstance(exc, AuthenticationError):
+                raise
+            return None, str(exc)
+        manifest.append({"event": "created", "key": key, "prompt": payload["prompt"], "task_id": task_id,
+                         "duration": payload.get("duration"), "audio_type": audio_type, "time": time.time()})
+        return task_id, None
+
+    to_submit = []
+    for i, entry in enumerate(entries):
+        outcomes[i].task_id = entry.get("task_id")
+        outcomes[i].run_id = entry.get("run_id")
+        if entry.get("task_id"):
+            continue
+        events = entry.get("events") or []
+        if events and events[-1] in ("submitting", "submit_unknown") and not resubmit:
+            outcomes[i].status = "error"
+            outcomes[i].error = ("a task may already exist for this prompt (an earlier submission got no "
+                                 "answer); not paying twice: rerun with --resubmit to submit it again")
+            continue
+        to_submit.append(i)
+
+    if to_submit:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, (task_id, error) in zip(to_submit, pool.map(submit, to_submit)):
+                entries[i]["task_id"] = outcomes[i].task_id = task_id
+                if error:
+                    outcomes[i].status, outcomes[i].error = "error", "submission failed: " + error
+
+    # Poll the tasks that have no run yet.
+    polling = [i for i, e in enumerate(entries) if e.get("task_id") and not e.get("run_id")
+               and e.get("task_status") != "ERROR"]
+    deadline = client._clock() + wait
+    rounds = 0
+    while polling:
+        still = []
+        for i in polling:
+            try:
+                task = client.get_task(entries[i]["task_id"])
+            except AuthenticationError:
+                raise
+            except SoundBulkError as exc:
+                outcomes[i].error = str(exc)
+                still.append(i)
+                continue
+            if task.status == "SUCCESS":
+                entries[i]["run_id"] = outcomes[i].run_id = task.run_id
+                manifest.append({"event": "task", "key": keys[i], "task_id": task.task_id,
+                                 "task_status": "SUCCESS", "run_id": task.run_id})
+            elif task.status == "ERROR":
+                entries[i]["task_status"] = "ERROR"
+                entries[i]["error"] = task.error
+                manifest.append({"event": "task", "key": keys[i], "task_id": task.task_id,
+                                 "task_status": "ERROR", "error": task.error})
+            else:
+                still.append(i)
+        polling = still
+        remaining = deadline - client._clock()
+        if not polling or remaining <= 0:
+            break
+        client._sleep(min(remaining, POLL_MAX, POLL_INITIAL * (1.5 ** rounds)))
+        rounds += 1
+    for i in polling:
+        outcomes[i].status = "pending"
+        outcomes[i].error = "the task is not finished yet; run the same command again later"
+
+    for i, entry in enumerate(entries):
+        if entry.get("task_status") == "ERROR" and not entry.get("run_id"):
+            outcomes[i].status, outcomes[i].error = "failed", entry.get("error") or "the task failed"
+
+    run_ids = []
+    for entry in entries:
+        rid = entry.get("run_id")
+        if rid and rid not in run_ids:
+            run_ids.append(rid)
+    by_run = {}
+    if run_ids:
+        for o in client.fetch(run_ids, out_dir, workers=workers, wait=min(wait, 60.0)):
+            by_run[o.run_id] = o
+    for i, entry in enumerate(entries):
+        o = by_run.get(entry.get("run_id"))
+        if o is not None:
+            outcomes[i].status, outcomes[i].path, outcomes[i].error = o.status, o.path, o.error
+            if o.status == "saved":
+                manifest.append({"event": "saved", "key": keys[i], "run_id": o.run_id, "path": o.path})
+        if on_outcome is not None:
+            on_outcome(outcomes[i])
+    return outcomes
+
+
+# ---------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------
+
+def _logger():
+    import logging
+    return logging.getLogger(__name__)
+
+
+def _json():
+    import json  # not at module level: it pulls in `re`, which dominates import time
+    return json
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_DESCRIPTION = """\
+Turn the run IDs of finished text-to-sound tasks into verified audio files.
+The API key comes from $CAMB_API_KEY; nothing is ever sent over plain http
+except to loopback. Exit status: 0 every run saved or skipped (or, for urls,
+ready); 1 some were not; 2 bad usage or input, nothing sent; 3 the API
+rejected the key; 130 interrupted."""
+
+_FETCH_EPILOG = """\
+examples:
+  python -m sound_bulk fetch 101 102 103 -o sounds
+  echo "101,102 103" | python -m sound_bulk fetch - --json
+  python -m sound_bulk fetch 101 --wait 120    # keep asking until it is ready
+Each run is saved as DIR/<run_id>.wav (or .flac/.mp3/.ogg when the bytes are
+that format); a run already saved there is skipped without any request."""
+
+
+def _build_parser():
+    import argparse
+
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    group.add_argument("--base-url", metavar="URL",
+                       help="API base URL (default: $%s or %s)" % (BASE_URL_ENV, DEFAULT_BASE_URL))
+    group.add_argument("--timeout", metavar="SECONDS", type=_positive_float, default=DEFAULT_TIMEOUT,
+                       help="seconds allowed for each network operation (default: %(default)g)")
+    group.add_argument("--json", action="store_true",
+                       help="one JSON object per run on standard output; messages go to standard error")
+    group.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="log every request (key and URL signatures redacted) to standard error")
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sound_bulk", description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="sound_bulk " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    fetch = sub.add_parser(
+        "fetch", parents=[common], help="download the audio of finished runs",
+        description="Download the audio of finished runs into a folder, verified, five IDs per request.",
+        epilog=_FETCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fetch.add_argument("run_ids", nargs="*", metavar="RUN_ID",
+                       help="run IDs; '-' reads whitespace- or comma-separated IDs from standard input")
+    fetch.add_argument("-o", "--out", metavar="DIR", default=".",
+                       help="folder for the files, created if missing (default: current folder)")
+    fetch.add_argument("--workers", metavar="N", type=_worker_count, default=DEFAULT_WORKERS,
+                       help="parallel downloads (default: %(default)d)")
+    fetch.add_argument("--wait", metavar="SECONDS", type=_nonnegative_float, default=0.0,
+                       help="keep asking for runs that are not ready for up to this long (default: 0)")
+    fetch.add_argument("--manifest", metavar="FILE",
+                       help="also take the run IDs recorded in a manifest written by 'generate'")
+    fetch.set_defaults(handler=_cmd_fetch)
+
+    urls = sub.add_parser(
+        "urls", parents=[common], help="resolve run IDs to download URLs without downloading",
+        description="Resolve run IDs to their presigned download URLs; one JSON object per run on "
+                    "standard output. Exit 0 when every run is ready, else 1.")
+    urls.add_argument("run_ids", nargs="+", metavar="RUN_ID",
+                      help="run IDs; '-' reads them from standard input")
+    urls.set_defaults(handler=_cmd_urls)
+    _add_generate_parser(sub, common)
+    return parser
+
+
+def _positive_float(text):
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def _nonnegative_float(text):
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _worker_count(text):
+    import argparse
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to 64")
+    return int(text)
+
+
+def _read_run_ids(values, stdin):
+    import re
+    ids = []
+    for value in values:
+        if value == "-":
+            ids.extend(t for t in re.split(r"[\s,]+", stdin.read()) if t)
+        else:
+            ids.extend(t for t in value.split(",") if t.strip()) if "," in value else ids.append(value)
+    return validate_run_ids(ids)
+
+
+class _Console:
+    """Where the CLI writes: results to stdout, progress and messages to stderr."""
+
+    def __init__(self, args, stdout, stderr):
+        self.json = args.json
+        self.quiet = args.quiet
+        self.stdout, self.stderr = stdout, stderr
+
+    def result(self, obj, line):
+        if self.json:
+            self.stdout.write(_json().dumps(obj) + "\n")
+        elif not self.quiet and line:
+            self.stdout.write(line + "\n")
+        self.stdout.flush()
+
+    def say(self, text):
+        if not self.quiet:
+            self.stderr.write("sound_bulk: %s\n" % text)
+            self.stderr.flush()
+
+    def problem(self, text):
+        self.stderr.write("sound_bulk: %s\n" % text)
+        self.stderr.flush()
+
+
+class _Progress:
+    """A one-line progress display on a terminal: files done / total, bytes, rate."""
+
+    def __init__(self, stream, total):
+        self.stream, self.total = stream, total
+        self.done = self.bytes = 0
+        self.started = self._drawn = time.monotonic()
+        self._lock = threading.Lock()
+
+    def add_bytes(self, n):
+        with self._lock:
+            self.bytes += n
+            now = time.monotonic()
+            if now - self._drawn >= 0.1:
+                self._draw(now)
+
+    def run_done(self):
+        with self._lock:
+            self.done += 1
+            self._draw(time.monotonic())
+
+    def _draw(self, now):
+        self._drawn = now
+        rate = self.bytes / max(now - self.started, 1e-6)
+        self.stream.write("\r\x1b[K%d/%d files  %s  %s/s" % (self.done, self.total, _human_bytes(self.bytes),
+                                                              _human_bytes(rate)))
+        self.stream.flush()
+
+    def finish(self):
+        with self._lock:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
+        n /= 1024.0
+
+
+def _client_from(args):
+    return Client(base_url=args.base_url, timeout=args.timeout)
+
+
+def _outcome_line(o):
+    detail = o.path if o.path else (o.error or "")
+    if o.path and o.bytes is not None:
+        detail = "%s (%s)" % (o.path, _human_bytes(o.bytes))
+    if o.path and o.error:
+        detail += "  " + o.error
+    return "%-12s %-8s %s" % (o.run_id, o.status, detail)
+
+
+def _report_outcomes(console, outcomes, started):
+    counts = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    order = ("saved", "skipped", "pending", "missing", "failed", "error")
+    summary = ", ".join("%d %s" % (counts[s], s) for s in order if s in counts)
+    size = sum(o.bytes or 0 for o in outcomes if o.status == "saved")
+    console.say("%s (%d runs, %s saved in %.1f s)" % (summary, len(outcomes), _human_bytes(size),
+                                                      time.monotonic() - started))
+    for o in outcomes:
+        if not o.ok and console.quiet:
+            console.problem(_outcome_line(o))
+    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_INCOMPLETE
+
+
+def _cmd_fetch(args, console, stdin):
+    ids = list(args.run_ids)
+    if args.manifest:
+        ids.extend(str(rid) for rid in manifest_run_ids(args.manifest))
+    if not ids:
+        raise InvalidRunIdError([], "no run IDs given (pass RUN_ID..., '-' for standard input, or --manifest)")
+    run_ids = _read_run_ids(ids, stdin)
+    client = _client_from(args)
+    started = time.monotonic()
+    progress = None
+    if not args.quiet and console.stderr.isatty():
+        progress = _Progress(console.stderr, len(run_ids))
+    printed = [0]
+    done = {}
+
+    def emit(outcome):
+        done[outcome.run_id] = outcome
+        if progress is not None:
+            progress.run_done()
+        while printed[0] < len(run_ids) and run_ids[printed[0]] in done:
+            o = done[run_ids[printed[0]]]
+            if progress is not None:
+                progress.finish()
+            console.result(o.as_dict(), _outcome_line(o))
+            printed[0] += 1
+
+    try:
+        with client:
+            outcomes = client.fetch(run_ids, args.out, workers=args.workers, wait=args.wait,
+                                    progress=progress.add_bytes if progress else None, on_outcome=emit)
+    except FetchInterrupted as exc:
+        if progress is not None:
+            progress.finish()
+        for o in exc.outcomes[printed[0]:]:
+            console.result(o.as_dict(), _outcome_line(o))
+        saved = sum(1 for o in exc.outcomes if o.status == "saved")
+        console.problem("interrupted: %d saved; run the same command again to finish the rest" % saved)
+        return EXIT_INTERRUPTED
+    finally:
+        if progress is not None:
+            progress.finish()
+    return _report_outcomes(console, outcomes, started)
+
+
+def _cmd_urls(args, console, stdin):
+    run_ids = _read_run_ids(args.run_ids, stdin)
+    with _client_from(args) as client:
+        results = client.get_results(run_ids)
+    for rid in run_ids:
+        r = results[rid]
+        console.stdout.write(_json().dumps({"run_id": rid, "status": r.status, "url": r.url, "error": r.error}) + "\n")
+    console.stdout.flush()
+    return EXIT_OK if all(results[rid].ready for rid in run_ids) else EXIT_INCOMPLETE
+
+
+def _add_generate_parser(sub, common):
+    import argparse
+    gen = sub.add_parser(
+        "generate", parents=[common], help="turn prompts into audio files (creates paid tasks)",
+        description="Create a text-to-sound task per prompt, wait for them, and download the results. "
+                    "Every task is recorded in DIR/%s as it is created, so a rerun of the same command "
+                    "resumes them instead of paying again." % MANIFEST_NAME,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompts; '-' reads one per line from standard input")
+    gen.add_argument("--from-file", metavar="F", help="read prompts from F, one per line ('-' for standard input)")
+    gen.add_argument("-o", "--out", metavar="DIR", default=".", help="folder for the files and the manifest")
+    gen.add_argument("--duration", metavar="S", type=_positive_float,
+                     help="seconds of audio (the API accepts at most %g for sound)" % MAX_SOUND_DURATION)
+    gen.add_argument("--type", dest="audio_type", choices=("sound", "music"), default="sound")
+    gen.add_argument("--workers", metavar="N", type=_worker_count, default=DEFAULT_WORKERS)
+    gen.add_argument("--wait", metavar="SECONDS", type=_nonnegative_float, default=600.0,
+                     help="how long to wait for the tasks to finish (default: %(default)g)")
+    gen.add_argument("--resubmit", action="store_true",
+                     help="submit again a prompt whose earlier submission got no answer (may pay twice)")
+    gen.set_defaults(handler=_cmd_generate)
+
+
+def _cmd_generate(args, console, stdin):
+    prompts = []
+    sources = list(args.prompts)
+    if args.from_file:
+        if args.from_file == "-":
+            sources.append("-")
+        else:
+            try:
+                with open(args.from_file, encoding="utf-8") as f:
+                    prompts.extend(line.strip() for line in f if line.strip())
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigurationError("cannot read prompts from %s: %s" % (args.from_file, exc)) from None
+    for value in sources:
+        if value == "-":
+            prompts.extend(line.strip() for line in stdin.read().splitlines() if line.strip())
+        else:
+            prompts.append(value)
+    if not prompts:
+        raise ConfigurationError("no prompts given (pass PROMPT..., '-' or --from-file F)")
+    for p in prompts:
+        _task_payload(p, args.duration, args.audio_type, None, None, None)  # all checked before any is sent
+    started = time.monotonic()
+    with _client_from(args) as client:
+        try:
+            outcomes = generate(client, prompts, args.out, duration=args.duration, audio_type=args.audio_type,
+                                resubmit=args.resubmit, workers=args.workers, wait=args.wait)
+        except FetchInterrupted:
+            console.problem("interrupted; every created task is in the manifest: run the same command again")
+            return EXIT_INTERRUPTED
+    for o in outcomes:
+        line = "%-8s %-10s %s  %s" % (o.status, o.run_id or "-", o.path or o.error or "", o.prompt[:60])
+        console.result(o.as_dict(), line)
+    console.say("%d of %d prompts done in %.1f s" % (sum(o.ok for o in outcomes), len(outcomes),
+                                                    time.monotonic() - started))
+    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_INCOMPLETE
+
+
+def main(argv=None, stdin=None, stdout=None, stderr=None):
+    """Run the command line; returns the exit status instead of exiting."""
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if not getattr(args, "command", None):
+        parser.print_help(stderr)
+        return EXIT_USAGE
+    console = _Console(args, stdout, stderr)
+    if args.verbose:
+        import logging
+        handler = logging.StreamHandler(stderr)
+        handler.setFormatter(logging.Formatter("sound_bulk: %(message)s"))
+        log = logging.getLogger(__name__)
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+    try:
+        return args.handler(args, console, stdin)
+    except (ConfigurationError, InvalidRunIdError) as exc:
+        console.problem("error: %s" % exc)
+        return EXIT_USAGE
+    except AuthenticationError as exc:
+        console.problem("error: %s" % exc)
+        return EXIT_AUTH
+    except (SoundBulkError, OSError) as exc:
+        console.problem("error: %s" % exc)
+        return EXIT_INCOMPLETE
+    except KeyboardInterrupt:
+        console.problem("interrupted")
+        return EXIT_INTERRUPTED
+    finally:
+        if args.verbose:
+            logging_module = sys.modules.get("logging")
+            if logging_module is not None:
+                for h in list(logging_module.getLogger(__name__).handlers):
+                    logging_module.getLogger(__name__).removeHandler(h)
+
+
+def _run_as_script():
+    import signal
+    # SIGTERM ends a run like Ctrl-C: temp files removed, what was saved reported.
+    try:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Output piped to a program that stopped reading (e.g. `| head`).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_INCOMPLETE
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    # Alias so that `python -m sound_bulk` and `import sound_bulk` share one set of classes.
+    sys.modules.setdefault("sound_bulk", sys.modules[__name__])
+    _run_as_script()
