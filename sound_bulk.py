@@ -416,7 +416,7 @@ def sniff_audio(head):
 
 def _describe_bytes(head):
     text = bytes(head[:64]).lstrip().lower()
-    if text.startswith((b"<!doctype html", b"<html")) or b"<body" in text:
+    if text.startswith((b"<!doctype", b"<html")) or b"<body" in text:
         return "an HTML page"
     if text.startswith((b"<?xml", b"<error")):
         return "an XML document"
@@ -527,12 +527,13 @@ class Client:
 
     ``api_key`` defaults to $CAMB_API_KEY; ``base_url`` to $CAMB_API_BASE_URL or
     DEFAULT_BASE_URL.  Plain http is refused except on loopback.  ``sleep``,
-    ``clock`` and ``rand`` are seams for tests.  Safe to share between threads.
+    ``clock`` (monotonic), ``now`` (wall time, for HTTP dates) and ``rand`` are
+    seams for tests.  Safe to share between threads.
     """
 
     def __init__(self, api_key=None, *, base_url=None, timeout=DEFAULT_TIMEOUT,
                  max_attempts=MAX_ATTEMPTS, retry_budget=RETRY_BUDGET,
-                 sleep=time.sleep, clock=time.monotonic, rand=None, ssl_context=None):
+                 sleep=time.sleep, clock=time.monotonic, now=time.time, rand=None, ssl_context=None):
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key or not str(key).strip():
             raise ConfigurationError("no API key: pass api_key= or set %s" % API_KEY_ENV)
@@ -554,6 +555,7 @@ class Client:
         self.retry_budget = float(retry_budget)
         self._sleep = sleep
         self._clock = clock
+        self._now = now
         if rand is None:
             import random
             rand = random.random
@@ -708,7 +710,7 @@ class Client:
                 error = self._api_error(answer, data)
                 if answer.status not in RETRY_STATUSES and answer.status < 500:
                     raise error
-                wait = retry_wait(answer.headers, attempt, rand=self._rand)
+                wait = retry_wait(answer.headers, attempt, now=self._now(), rand=self._rand)
                 error.retry_after = wait
             spent = self._clock() - start
             if attempt + 1 >= attempts or spent + wait > self.retry_budget:
@@ -1037,6 +1039,7 @@ class _Download:
         self.client, self.rid, self.out_dir, self.url = client, rid, out_dir, url
         self.progress = progress
         self.cancel = cancel
+        self.total = self.etag = self.ext = None  # what the storage said of the object, kept across tries
 
     def run(self):
         tmp_path = os.path.join(self.out_dir, ".%d.%d-%s.part" % (self.rid, os.getpid(), os.urandom(4).hex()))
@@ -1065,16 +1068,15 @@ class _Download:
                 pass
 
     def _transfer(self, writer):
+        """Get the whole body into ``writer``; returns (extension, size)."""
         client = self.client
         attempt = refreshes = 0
-        etag = total = ext = None
-        last_error = None
         while True:
             if self.cancel is not None and self.cancel.is_set():
                 raise DownloadError("interrupted", run_id=self.rid)
             try:
-                ext, total, etag = self._attempt(writer, ext, total, etag)
-                return ext, writer.size
+                self._attempt(writer)
+                return self.ext, writer.size
             except _Expired as exc:
                 if refreshes >= URL_REFRESHES:
                     raise DownloadError("run %d: the download URL expired and %d fresh ones did not work (%s)"
@@ -1090,19 +1092,20 @@ class _Download:
             attempt += 1
             if attempt >= client.max_attempts:
                 raise DownloadError("run %d: %s (after %d tries)" % (self.rid, last_error, attempt),
-                                    run_id=self.rid, expected=total, received=writer.size)
+                                    run_id=self.rid, expected=self.total, received=writer.size)
             wait = backoff(attempt - 1, client._rand)
             client._log.info("run %d: %s; retry %d in %.1f s", self.rid, last_error, attempt, wait)
             client._sleep(wait)
 
-    def _attempt(self, writer, ext, total, etag):
+    def _attempt(self, writer):
+        """One GET: from the start, or from ``writer.size`` when the object's length is known."""
         import http.client
         headers = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "identity"}
-        resume = writer.size > 0 and total is not None
+        resume = writer.size > 0 and self.total is not None
         if resume:
             headers["Range"] = "bytes=%d-" % writer.size
-            if etag:
-                headers["If-Range"] = etag
+            if self.etag:
+                headers["If-Range"] = self.etag
         elif writer.size:
             writer.restart()
         with self.client._pool.request("GET", self.url, headers) as answer:
@@ -1115,31 +1118,28 @@ class _Download:
                                     run_id=self.rid)
             if status in RETRY_STATUSES or status >= 500:
                 raise _Retry("HTTP %d from storage" % status)
-            new_etag = answer.header("etag")
-            length = _int_or_none(answer.header("content-length"))
+            etag = answer.header("etag")
             if status == 206 and resume:
-                start, end_total = _content_range(answer.header("content-range"))
-                if start != writer.size or end_total != total or (etag and new_etag and new_etag != etag):
+                start, total = _content_range(answer.header("content-range"))
+                if start != writer.size or total != self.total or (self.etag and etag and etag != self.etag):
                     writer.restart()
                     raise _Retry("the object changed while resuming; starting over")
-                expected = total
             elif status == 200:
                 if writer.size:
                     writer.restart()  # the storage ignored Range (or the object changed): start over
-                expected = length
-                etag = new_etag
-                total = length
+                self.total = _int_or_none(answer.header("content-length"))
+                self.etag = etag
+                self.ext = None
             else:
                 raise DownloadError("run %d: HTTP %d %s from storage: %s" % (
                     self.rid, status, answer.reason, _snippet(answer.response.read(8192), 120)), run_id=self.rid)
             try:
-                ext = self._stream(answer, writer, ext, expected)
+                self.ext = self._stream(answer, writer, self.ext, self.total)
             except (OSError, http.client.HTTPException) as exc:
-                if isinstance(exc, (DownloadError,)) or (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS):
+                if isinstance(exc, DownloadError) or (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS):
                     raise
                 raise _Retry("transfer broke after %d bytes: %s" % (writer.size, _exc_text(exc))) from None
             answer.finished()
-        return ext, total, etag
 
     def _stream(self, answer, writer, ext, expected):
         buf = bytearray(READ_CHUNK)
@@ -1177,7 +1177,7 @@ _DISK_ERRNOS = frozenset({28, 122, 13, 30, 5, 27})  # ENOSPC, EDQUOT, EACCES, ER
 class _Writer:
     """Appends to the temp file and keeps the first bytes for the format check."""
 
-    HEAD = 12
+    HEAD = 64  # enough to recognise audio, and to say what a non-audio body is
 
     def __init__(self, fileobj):
         self.file = fileobj
@@ -1976,7 +1976,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
                     logging_module.getLogger(__name__).removeHandler(h)
 
 
-def _run_as_script():
+def console_main():
+    """Entry point of the `sound-bulk` script and of `python -m sound_bulk`."""
     import signal
     # SIGTERM ends a run like Ctrl-C: temp files removed, what was saved reported.
     try:
@@ -1997,4 +1998,4 @@ def _run_as_script():
 if __name__ == "__main__":
     # Alias so that `python -m sound_bulk` and `import sound_bulk` share one set of classes.
     sys.modules.setdefault("sound_bulk", sys.modules[__name__])
-    _run_as_script()
+    console_main()

@@ -310,6 +310,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("x-api-key") != fake.api_key:
             return self._send(401, {"detail": "Invalid API key"})
         route = path[len("/apis/"):]
+        if route == "redirect-probe":  # a GET that redirects to the storage origin, for redirect tests
+            return self._send(302, b"", headers=[("Location", self.fake.storage_origin + "/probe")])
         if route == "text-to-sound-results" and self.command == "POST":
             return self._bulk(raw)
         if route == "text-to-sound" and self.command == "POST":

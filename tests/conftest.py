@@ -1,0 +1,72 @@
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+# The module under test: this repository's copy, or a vendored copy named by SOUND_BULK_UNDER_TEST.
+sys.path.insert(0, os.path.dirname(os.path.abspath(os.environ.get("SOUND_BULK_UNDER_TEST", os.path.join(ROOT, "sound_bulk.py")))))
+
+from fake_api import API_KEY, FakeCamb  # noqa: E402
+import sound_bulk  # noqa: E402
+
+
+class Sleeps:
+    """A fake sleep that records every wait and moves a fake clock."""
+
+    def __init__(self):
+        self.waits = []
+        self.t = 1000.0
+
+    def __call__(self, seconds):
+        assert seconds is None or seconds >= 0
+        self.waits.append(seconds)
+        if seconds:
+            self.t += seconds
+
+    def clock(self):
+        return self.t
+
+
+@pytest.fixture
+def fake():
+    with FakeCamb() as f:
+        yield f
+
+
+@pytest.fixture
+def sleeps():
+    return Sleeps()
+
+
+@pytest.fixture
+def make_client(fake, sleeps):
+    made = []
+
+    def make(**kw):
+        kw.setdefault("base_url", fake.base_url)
+        kw.setdefault("api_key", API_KEY)
+        kw.setdefault("sleep", sleeps)
+        kw.setdefault("clock", sleeps.clock)
+        kw.setdefault("rand", lambda: 0.5)
+        kw.setdefault("timeout", 5)
+        client = sound_bulk.Client(**kw)
+        made.append(client)
+        return client
+
+    yield make
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+@pytest.fixture(autouse=True)
+def _no_env_key(monkeypatch):
+    monkeypatch.delenv("CAMB_API_KEY", raising=False)
+    monkeypatch.delenv("CAMB_API_BASE_URL", raising=False)

@@ -1,0 +1,271 @@
+"""Downloads: verified bytes, atomic names, resume, refresh, faults, disk errors, memory."""
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import sound_bulk as sb
+from fake_api import API_KEY, body_bytes, body_sha256
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def leftovers(folder):
+    return sorted(n for n in os.listdir(folder) if n.endswith(".part"))
+
+
+def storage_never_saw_the_key(fake):
+    gets = fake.seen("storage")
+    assert gets, "no download happened"
+    return all("x-api-key" not in r["headers"] for r in gets)
+
+
+def test_download_is_verified_and_named_atomically(fake, client, tmp_path):
+    fake.add_run(101, size=1_000_003)
+    path, size = client.download(101, str(tmp_path))
+    assert path == str(tmp_path / "101.wav") and size == 1_000_003
+    assert sha(path) == body_sha256(101, 1_000_003)
+    assert storage_never_saw_the_key(fake)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind,ext", [("flac", ".flac"), ("ogg", ".ogg"), ("mp3", ".mp3")])
+def test_other_audio_formats_keep_their_extension(fake, client, tmp_path, kind, ext):
+    fake.add_run(7, kind=kind, size=5000)
+    path, _ = client.download(7, str(tmp_path))
+    assert path.endswith("7" + ext) and sha(path) == body_sha256(7, 5000, kind)
+
+
+def test_wav_url_suffix_is_not_trusted(fake, client, tmp_path):
+    fake.add_run(8, kind="flac", size=100)
+    url = fake.presign(fake.runs[8]).replace(".flac?", ".wav?")
+    path, _ = client.download(8, str(tmp_path), url=url)
+    assert path.endswith("8.flac")
+
+
+@pytest.mark.parametrize("fault", ["html200"])
+def test_html_page_with_status_200_is_an_error_and_nothing_is_kept(fake, client, tmp_path, fault):
+    fake.add_run(9)
+    fake.storage_faults[9] = [fault]
+    with pytest.raises(sb.DownloadError, match="HTML page, not audio"):
+        client.download(9, str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["html", "xml"])
+def test_error_documents_are_not_saved(fake, client, tmp_path, kind):
+    fake.add_run(9, kind=kind, size=300)
+    with pytest.raises(sb.DownloadError, match="not audio"):
+        client.download(9, str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_truncated_body_resumes_with_range(fake, client, tmp_path, sleeps):
+    size = 3 * 1024 * 1024 + 17
+    fake.add_run(5, size=size)
+    fake.storage_faults[5] = ["truncate"]
+    path, _ = client.download(5, str(tmp_path))
+    assert sha(path) == body_sha256(5, size)
+    first, second = fake.seen("storage")
+    assert "range" not in first["headers"]
+    assert second["headers"]["range"] == "bytes=%d-" % (size // 2)
+    assert second["headers"]["if-range"].startswith('"')
+    assert len(sleeps.waits) == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_range_less_storage_starts_over(fake, client, tmp_path):
+    size = 2 * 1024 * 1024
+    fake.range_support = False
+    fake.add_run(5, size=size)
+    fake.storage_faults[5] = ["truncate"]
+    path, _ = client.download(5, str(tmp_path))
+    assert sha(path) == body_sha256(5, size)
+    assert len(fake.seen("storage")) == 2
+
+
+def test_storage_without_etag_still_resumes_by_length(fake, client, tmp_path):
+    size = 1024 * 1024
+    fake.send_etag = False
+    fake.add_run(5, size=size)
+    fake.storage_faults[5] = ["truncate"]
+    path, _ = client.download(5, str(tmp_path))
+    assert sha(path) == body_sha256(5, size)
+    assert fake.seen("storage")[1]["headers"]["range"] == "bytes=%d-" % (size // 2)
+
+
+@pytest.mark.parametrize("faults", [["reset"], ["503"], ["503", "reset", "truncate"]])
+def test_resets_and_5xx_are_retried(fake, client, tmp_path, sleeps, faults):
+    fake.add_run(5, size=200_000)
+    fake.storage_faults[5] = list(faults)
+    path, _ = client.download(5, str(tmp_path))
+    assert sha(path) == body_sha256(5, 200_000)
+    assert len(sleeps.waits) == len(faults)
+
+
+def test_retries_give_up_and_leave_nothing(fake, client, tmp_path):
+    fake.add_run(5, size=200_000)
+    fake.storage_faults[5] = ["503"] * 10
+    with pytest.raises(sb.DownloadError, match="after 5 tries"):
+        client.download(5, str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_expired_url_is_refreshed_through_the_bulk_endpoint(fake, client, tmp_path):
+    fake.add_run(5, size=10_000)
+    fake.expire_next_urls(5, 2)
+    path, _ = client.download(5, str(tmp_path))
+    assert sha(path) == body_sha256(5, 10_000)
+    assert len(fake.seen("api", "POST")) == 3  # the first resolve and two refreshes
+    assert storage_never_saw_the_key(fake)
+
+
+def test_refreshes_are_bounded(fake, client, tmp_path):
+    fake.add_run(5)
+    fake.expire_next_urls(5, 10)
+    with pytest.raises(sb.DownloadError, match="expired"):
+        client.download(5, str(tmp_path))
+    assert len(fake.seen("api", "POST")) == 1 + sb.URL_REFRESHES
+    assert os.listdir(tmp_path) == []
+
+
+def test_slow_body_times_out_and_is_retried(fake, make_client, tmp_path):
+    client = make_client(timeout=0.3)
+    fake.slow_delay = 1.0
+    fake.add_run(5, size=300_000)
+    fake.storage_faults[5] = ["slow"]
+    path, _ = client.download(5, str(tmp_path))
+    assert sha(path) == body_sha256(5, 300_000)
+    assert len(fake.seen("storage")) == 2
+
+
+def test_full_disk_is_a_clear_error_and_leaves_nothing(fake, client, tmp_path, monkeypatch):
+    fake.add_run(5, size=1_000_000)
+    real_write = sb._Writer.write
+
+    def write(self, data):
+        if self.size > 300_000:
+            raise OSError(28, "No space left on device")
+        real_write(self, data)
+
+    monkeypatch.setattr(sb._Writer, "write", write)
+    with pytest.raises(sb.DownloadError, match="No space left on device"):
+        client.download(5, str(tmp_path))
+    assert os.listdir(tmp_path) == []
+    assert len(fake.seen("storage")) == 1  # a full disk is not a network fault: no retry
+
+
+def test_unwritable_folder_is_a_clear_error(fake, client, tmp_path):
+    fake.add_run(5)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(sb.DownloadError, match="cannot write in"):
+        client.download(5, str(blocker))
+
+
+def test_an_existing_file_is_never_replaced(fake, client, tmp_path):
+    fake.add_run(5, size=5000)
+    (tmp_path / "5.wav").write_bytes(b"mine")
+    with pytest.raises(FileExistsError):
+        client.download(5, str(tmp_path))
+    assert (tmp_path / "5.wav").read_bytes() == b"mine"
+    assert fake.requests == []
+
+
+def test_a_file_that_appears_meanwhile_wins(fake, client, tmp_path):
+    fake.add_run(5, size=5000)
+    url = client.get_results([5])[5].url
+    download = sb._Download(client, 5, str(tmp_path), url, None, None)
+    real = download._transfer
+
+    def transfer(writer):
+        result = real(writer)
+        (tmp_path / "5.wav").write_bytes(b"someone else's")
+        return result
+
+    download._transfer = transfer
+    with pytest.raises(FileExistsError):
+        download.run()
+    assert (tmp_path / "5.wav").read_bytes() == b"someone else's"
+    assert leftovers(tmp_path) == []
+
+
+def test_files_get_the_usual_permissions(fake, client, tmp_path):
+    fake.add_run(5, size=100)
+    old = os.umask(0o022)
+    try:
+        path, _ = client.download(5, str(tmp_path))
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+class ChoppyAnswer:
+    """An answer whose reads return pieces of the given sizes."""
+
+    def __init__(self, data, sizes):
+        self.data, self.sizes, self.pos = data, list(sizes), 0
+
+    def readinto(self, view):
+        if self.pos >= len(self.data):
+            return 0
+        n = self.sizes.pop(0) if self.sizes else len(view)
+        n = max(1, min(n, len(view), len(self.data) - self.pos))
+        view[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=12, max_value=600_000), st.lists(st.integers(min_value=1, max_value=300_000), max_size=40),
+       st.sampled_from(["wav", "flac", "ogg", "mp3"]))
+def test_any_chunk_boundaries_give_the_same_file(tmp_path_factory, size, sizes, kind):
+    data = b"".join(body_bytes(3, size, kind))
+    folder = tmp_path_factory.mktemp("w")
+    target = folder / "out"
+    writer = sb._Writer(open(target, "wb", buffering=0))
+    seen = []
+    download = sb._Download(None, 3, str(folder), "http://x/", seen.append, None)
+    ext = download._stream(ChoppyAnswer(data, sizes), writer, None, len(data))
+    writer.commit()
+    writer.close()
+    assert target.read_bytes() == data
+    assert sum(seen) == len(data)
+    assert ext == {"wav": ".wav", "flac": ".flac", "ogg": ".ogg", "mp3": ".mp3"}[kind]
+
+
+def test_short_body_against_content_length_is_caught():
+    data = b"".join(body_bytes(3, 1000))
+    writer = sb._Writer(io.BytesIO())
+    download = sb._Download(None, 3, ".", "http://x/", None, None)
+    with pytest.raises(sb._Retry, match="truncated: got 1000 of 2000"):
+        download._stream(ChoppyAnswer(data, [10, 500]), writer, None, 2000)
+
+
+@pytest.mark.slow
+def test_512_mib_download_keeps_peak_rss_under_64_mib(fake, tmp_path):
+    size = 512 * 1024 * 1024
+    fake.add_run(77, size=size)
+    child = textwrap.dedent("""
+        import resource, sys
+        sys.path.insert(0, %r)
+        import sound_bulk
+        c = sound_bulk.Client(%r, base_url=%r)
+        path, size = c.download(77, %r)
+        print(size, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    """) % (os.path.dirname(os.path.abspath(sb.__file__)), API_KEY, fake.base_url, str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    got, rss_kib = map(int, out.stdout.split())
+    assert got == size
+    assert os.path.getsize(tmp_path / "77.wav") == size
+    assert rss_kib < 64 * 1024, "peak RSS %d KiB" % rss_kib
