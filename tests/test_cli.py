@@ -1,0 +1,237 @@
+"""The command line: statuses, JSON lines, exit codes, reruns, waiting, Ctrl-C, --help on a bare Python."""
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import sound_bulk as sb
+from fake_api import API_KEY, body_sha256
+
+MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))
+
+
+class TTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def run(argv, stdin="", stderr=None):
+    out, err = io.StringIO(), stderr if stderr is not None else io.StringIO()
+    code = sb.main(argv, stdin=io.StringIO(stdin), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def lines(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.fixture
+def env(fake, monkeypatch):
+    monkeypatch.setenv("CAMB_API_KEY", API_KEY)
+    monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
+    return fake
+
+
+def test_fetch_all_saved_exit_0_then_rerun_skips_without_requests(env, tmp_path):
+    env.add_runs([1, 2, 3, 4, 5, 6, 7], size=20_000)
+    code, out, err = run(["fetch", "1", "2", "3", "4", "5", "6", "7", "-o", str(tmp_path / "new"), "--json"])
+    assert code == 0, err
+    got = lines(out)
+    assert [o["run_id"] for o in got] == [1, 2, 3, 4, 5, 6, 7]
+    assert {o["status"] for o in got} == {"saved"}
+    assert all(o["bytes"] == 20_000 and o["error"] is None for o in got)
+    for o in got:
+        assert sha(o["path"]) == body_sha256(o["run_id"], 20_000)
+    before = len(env.requests)
+    code, out, _ = run(["fetch", "1", "2", "3", "4", "5", "6", "7", "-o", str(tmp_path / "new"), "--json"])
+    assert code == 0
+    assert {o["status"] for o in lines(out)} == {"skipped"}
+    assert len(env.requests) == before  # nothing asked, nothing downloaded
+
+
+def sha(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_every_status_in_request_order_once(env, tmp_path):
+    env.add_run(10)
+    env.add_run(11, "pending", shape="empty_url")
+    env.add_run(12, "failed")
+    env.add_run(13)
+    env.storage_faults[13] = ["html200"]
+    (tmp_path / "14.wav").write_bytes(b"RIFF....WAVE")
+    code, out, err = run(["fetch", "14", "12", "10", "99", "11", "13", "10", "-o", str(tmp_path), "--json"])
+    assert code == 1
+    got = lines(out)
+    assert [(o["run_id"], o["status"]) for o in got] == [
+        (14, "skipped"), (12, "failed"), (10, "saved"), (99, "missing"), (11, "pending"), (13, "error")]
+    assert "HTML page" in got[5]["error"] and got[5]["path"] is None
+    assert sorted(os.listdir(tmp_path)) == ["10.wav", "14.wav"]
+    assert "Traceback" not in err
+
+
+def test_run_ids_from_stdin(env, tmp_path):
+    env.add_runs([1, 2, 3])
+    code, out, _ = run(["fetch", "-", "-o", str(tmp_path), "--json"], stdin="1, 2\n3 2\n")
+    assert code == 0 and [o["run_id"] for o in lines(out)] == [1, 2, 3]
+
+
+def test_human_output_and_summary(env, tmp_path):
+    env.add_runs([1])
+    code, out, err = run(["fetch", "1", "2", "-o", str(tmp_path)])
+    assert code == 1
+    assert "1.wav" in out and "saved" in out and "missing" in out
+    assert "1 saved, 1 missing" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["fetch", "1", "x2", "0"], "invalid run IDs: 'x2', '0'"),
+    (["fetch"], "no run IDs"),
+    (["fetch", "1", "--base-url", "http://api.example.com/apis"], "plain http"),
+    (["fetch", "1", "--timeout", "0"], "must be more than 0"),
+    (["fetch", "1", "--workers", "0"], "from 1 to 64"),
+    (["urls", "-"], "no run IDs"),
+    (["nonsense"], "invalid choice"),
+    ([], "usage"),
+])
+def test_bad_usage_exits_2_and_sends_nothing(env, argv, message):
+    code, out, err = run(argv)
+    assert code == 2
+    assert message in err
+    assert env.requests == []
+    assert "Traceback" not in err
+
+
+def test_missing_key_exits_2(env, monkeypatch):
+    monkeypatch.delenv("CAMB_API_KEY")
+    code, _, err = run(["urls", "1"])
+    assert code == 2 and "CAMB_API_KEY" in err and env.requests == []
+
+
+def test_rejected_key_exits_3_without_printing_it(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("CAMB_API_KEY", "wrong-key-SECRET")
+    code, out, err = run(["fetch", "1", "-o", str(tmp_path), "-v"])
+    assert code == 3
+    assert "rejected the key" in err and "SECRET" not in out + err
+
+
+def test_urls_command(env):
+    env.add_run(1)
+    env.add_run(2, "pending")
+    code, out, _ = run(["urls", "1"])
+    assert code == 0 and lines(out)[0]["url"].startswith(env.storage_origin)
+    code, out, _ = run(["urls", "1", "2", "3"])
+    assert code == 1
+    assert [(o["run_id"], o["status"]) for o in lines(out)] == [(1, "ready"), (2, "pending"), (3, "missing")]
+    assert lines(out)[1]["url"] is None
+
+
+def test_wait_polls_until_ready(env, tmp_path):
+    env.add_run(1, ready_after=1)
+    env.add_run(2)
+    code, out, _ = run(["fetch", "1", "2", "-o", str(tmp_path), "--wait", "20", "--json"])
+    assert code == 0
+    assert [o["status"] for o in lines(out)] == ["saved", "saved"]
+    posted = [json.loads(r["body"])["run_ids"] for r in env.seen("api", "POST")]
+    assert posted == [[1, 2], [1]]  # the second round asks only for the run that was pending
+
+
+def test_wait_gives_up_at_the_deadline(fake, make_client, sleeps, tmp_path):
+    fake.add_run(1, "pending")
+    outcomes = make_client().fetch([1], str(tmp_path), wait=10)
+    assert outcomes[0].status == "pending"
+    assert sum(w for w in sleeps.waits if w) <= 10
+    assert sleeps.waits == [1.0, 2.0, 4.0, 3.0]  # growing pauses, the last cut to the deadline
+    assert len(fake.seen("api")) == 5
+
+
+def test_downloads_reuse_connections(env, tmp_path):
+    env.add_runs(range(1, 21), size=10_000)
+    code, _, _ = run(["fetch"] + [str(i) for i in range(1, 21)] + ["-o", str(tmp_path), "--workers", "3"])
+    assert code == 0
+    assert env.connections["storage"] <= 3
+    assert env.connections["api"] <= 3
+    assert len(env.seen("api")) == 4
+
+
+def test_unwritable_output_is_a_per_run_error(env, tmp_path):
+    env.add_runs([1, 2])
+    (tmp_path / "f").write_text("x")
+    code, out, err = run(["fetch", "1", "2", "-o", str(tmp_path / "f" / "sub"), "--json"])
+    assert code == 1
+    assert [o["status"] for o in lines(out)] == ["error", "error"]
+    assert "cannot create" in lines(out)[0]["error"]
+    assert "Traceback" not in err
+
+
+def test_progress_on_a_terminal_only(env, tmp_path):
+    env.add_runs([1, 2], size=100_000)
+    tty = TTY()
+    code, _, _ = run(["fetch", "1", "2", "-o", str(tmp_path / "a")], stderr=tty)
+    assert code == 0 and "2/2 files" in tty.getvalue()
+    code, _, err = run(["fetch", "1", "2", "-o", str(tmp_path / "b")])
+    assert "files" not in err
+    quiet = TTY()
+    code, out, _ = run(["fetch", "1", "2", "-o", str(tmp_path / "c"), "-q"], stderr=quiet)
+    assert quiet.getvalue() == "" and out == ""
+
+
+def test_verbose_logs_requests_with_secrets_redacted(env, tmp_path):
+    env.add_runs([1])
+    code, _, err = run(["fetch", "1", "-o", str(tmp_path), "-v"])
+    assert code == 0
+    assert "POST %s/text-to-sound-results -> 200" % env.base_url in err
+    assert "/bucket/audio_1.wav?<redacted> -> 200" in err
+    assert API_KEY not in err and "fakesig" not in err
+
+
+def test_help_on_a_bare_interpreter_from_a_lone_copy(tmp_path):
+    shutil.copy(sb.__file__, tmp_path / "sound_bulk.py")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for argv in (["-S", "-m", "sound_bulk", "--help"], ["-I", "sound_bulk.py", "fetch", "--help"]):
+        out = subprocess.run([sys.executable] + argv, cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "fetch" in out.stdout and "Traceback" not in out.stderr
+
+
+def test_sigint_stops_promptly_and_leaves_no_partial_file(fake, tmp_path):
+    fake.add_run(1, size=50_000)
+    fake.add_runs([2, 3], size=2_000_000)
+    fake.slow_delay = 30
+    fake.storage_faults.update({2: ["slow"], 3: ["slow"]})
+    env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
+    cmd = [sys.executable, "-m", "sound_bulk", "fetch", "1", "2", "3", "-o", str(tmp_path), "--json"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):  # until both slow downloads are under way (at most 10 s)
+            if len(fake.seen("storage")) >= 3 and os.path.exists(tmp_path / "1.wav"):
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        took = time.monotonic() - started
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert took < 5
+    assert "Traceback" not in err and "interrupted" in err
+    got = lines(out)
+    assert [(o["run_id"], o["status"]) for o in got] == [(1, "saved"), (2, "error"), (3, "error")]
+    assert sorted(os.listdir(tmp_path)) == ["1.wav"]  # no partial file, no temp file
+    # the next run finishes the rest
+    fake.slow_delay = 0
+    code = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert code.returncode == 0, code.stderr
+    assert [o["status"] for o in lines(code.stdout)] == ["skipped", "saved", "saved"]
