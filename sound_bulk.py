@@ -699,7 +699,9 @@ class Client:
             try:
                 with self._pool.request(method, url, headers, body) as answer:
                     data = answer.read_all(MAX_JSON_BYTES)
-            except TransportError as exc:
+            except (TransportError, OSError, _http_errors()) as exc:
+                if not isinstance(exc, TransportError):
+                    exc = TransportError("%s %s: reading the answer failed: %s" % (method, path, _exc_text(exc)))
                 error = exc
                 if not exc.retryable:
                     raise
@@ -864,10 +866,21 @@ class _Answer:
     def readinto(self, buf):
         return self.response.readinto(buf)
 
+    def read_some(self, limit):
+        """Up to ``limit`` bytes of an error body; b"" when even that fails."""
+        try:
+            return self.response.read(limit)
+        except (OSError, _http_errors()):
+            return b""
+
     def read_all(self, limit):
         data = self.response.read(limit + 1)
         if len(data) > limit:
             raise TransportError("the answer is larger than %d bytes" % limit, retryable=False)
+        expected = _int_or_none(self.header("content-length"))
+        if expected is not None and len(data) < expected:
+            # http.client returns short at EOF without raising: count the bytes ourselves.
+            raise TransportError("the answer was cut short (%d of %d bytes)" % (len(data), expected))
         self._done = True
         return data
 
@@ -1015,11 +1028,16 @@ class _Pool:
 
 
 def _exc_text(exc):
-    name = type(exc).__name__
-    text = str(exc)
-    if "timed out" in text or isinstance(exc, getattr(__import__("socket"), "timeout", ())):
+    import socket
+    if isinstance(exc, (socket.timeout, TimeoutError)):
         return "timed out"
-    return "%s: %s" % (name, text) if text else name
+    text = str(exc)
+    return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
+
+
+def _http_errors():
+    import http.client
+    return http.client.HTTPException
 
 
 # ---------------------------------------------------------------------------
@@ -1111,7 +1129,7 @@ class _Download:
         with self.client._pool.request("GET", self.url, headers) as answer:
             status = answer.status
             if status in (400, 401, 403):
-                body = answer.response.read(8192)
+                body = answer.read_some(8192)
                 if status != 400 or b"xpire" in body:  # S3: 403 AccessDenied "Request has expired"
                     raise _Expired("HTTP %d: %s" % (status, _snippet(body, 120)))
                 raise DownloadError("run %d: HTTP 400 from storage: %s" % (self.rid, _snippet(body, 120)),
@@ -1132,7 +1150,7 @@ class _Download:
                 self.ext = None
             else:
                 raise DownloadError("run %d: HTTP %d %s from storage: %s" % (
-                    self.rid, status, answer.reason, _snippet(answer.response.read(8192), 120)), run_id=self.rid)
+                    self.rid, status, answer.reason, _snippet(answer.read_some(8192), 120)), run_id=self.rid)
             try:
                 self.ext = self._stream(answer, writer, self.ext, self.total)
             except (OSError, http.client.HTTPException) as exc:
@@ -1263,6 +1281,7 @@ class _Fetch:
         self.progress, self.on_outcome = progress, on_outcome
         self.cancel = cancel if cancel is not None else threading.Event()
         self.outcomes = {}
+        self.inflight = {}  # future -> ("resolve", chunk) | ("download", run_id)
 
     def _settle(self, outcome):
         self.outcomes[outcome.run_id] = outcome
@@ -1295,8 +1314,13 @@ class _Fetch:
             self._loop(executor, todo)
         except BaseException as exc:
             self.cancel.set()
-            self.client.abort()
+            for future in self.inflight:
+                future.cancel()  # queued work never starts
+            self.client.abort()  # work under way stops at its next read
             executor.shutdown(wait=True)
+            for future, (kind, _arg) in self.inflight.items():
+                if kind == "download" and future.done() and not future.cancelled() and not future.exception():
+                    self._settle(future.result())  # finished before the interrupt: report it as such
             if isinstance(exc, KeyboardInterrupt):
                 raise FetchInterrupted(self.ordered()) from None
             raise
@@ -1307,14 +1331,14 @@ class _Fetch:
         from concurrent.futures import wait as wait_for, FIRST_COMPLETED
         clock = self.client._clock
         deadline = clock() + self.wait
-        inflight = {}
+        inflight = self.inflight
         waiting = []
         polls = 0
         next_poll = None
 
         def resolve(ids):
             for chunk in chunked(ids):
-                inflight[executor.submit(self.client._resolve_chunk, chunk)] = ("resolve", chunk)
+                inflight[executor.submit(self._resolve, chunk)] = ("resolve", chunk)
 
         resolve(todo)
         while inflight or waiting:
@@ -1351,6 +1375,11 @@ class _Fetch:
                     else:
                         why = "not ready yet" if result.status == PENDING else "the API returned no entry for it"
                         self._settle(FetchOutcome(rid, result.status, error=why))
+
+    def _resolve(self, chunk):
+        if self.cancel.is_set():
+            return {rid: RunResult(rid, MISSING, error="interrupted") for rid in chunk}
+        return self.client._resolve_chunk(chunk)
 
     def _download(self, result):
         rid = result.run_id
@@ -1715,13 +1744,12 @@ def _worker_count(text):
 
 
 def _read_run_ids(values, stdin):
+    """Arguments (``-`` reads standard input) split on whitespace and commas, then validated."""
     import re
     ids = []
     for value in values:
-        if value == "-":
-            ids.extend(t for t in re.split(r"[\s,]+", stdin.read()) if t)
-        else:
-            ids.extend(t for t in value.split(",") if t.strip()) if "," in value else ids.append(value)
+        text = stdin.read() if value == "-" else value
+        ids.extend(token for token in re.split(r"[\s,]+", text) if token)
     return validate_run_ids(ids)
 
 

@@ -367,6 +367,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             target = {"cross": self.fake.storage_origin + "/apis/text-to-sound-results",
                       "same": "/apis/text-to-sound-results"}[where]
             self._send(status, b"", headers=[("Location", target)])
+        elif kind == "short":  # promises a body, sends a piece of it, hangs up
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'{"1": {"output_')
+            self.wfile.flush()
+            self._drop()
         elif kind == "echo_key":
             self._send(500, {"detail": "bad key %s" % self.headers.get("x-api-key")})
         else:

@@ -46,7 +46,10 @@ def scrub_request(request):
 def scrub_response(response):
     body = response["body"]["string"]
     if isinstance(body, bytes) and not sound_bulk.sniff_audio(body[:12]):
-        response["body"]["string"] = scrub_text(body.decode("utf-8", "replace")).encode("utf-8")
+        body = response["body"]["string"] = scrub_text(body.decode("utf-8", "replace")).encode("utf-8")
+        for name in response["headers"]:
+            if name.lower() == "content-length":
+                response["headers"][name] = [str(len(body))]  # keep it true after scrubbing
     for name in list(response["headers"]):
         if name.lower() in ("x-amz-id-2", "x-amz-request-id", "set-cookie"):
             response["headers"][name] = ["REDACTED"]

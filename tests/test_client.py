@@ -105,6 +105,13 @@ def test_dropped_connection_and_html_bodies_are_retried(fake, client, sleeps):
     assert len(sleeps.waits) == 2
 
 
+def test_an_answer_cut_short_is_retried(fake, client, sleeps):
+    fake.add_run(1)
+    fake.bulk_faults.append(("short",))
+    assert client.get_results([1])[1].status == "ready"
+    assert sleeps.waits == [0.5]
+
+
 def test_a_bad_chunk_does_not_lose_the_others(fake, client):
     fake.add_runs(range(1, 11))
     fake.bulk_faults += [("body", b"[1, 2, 3]")]
