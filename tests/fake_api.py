@@ -230,6 +230,11 @@ class _ThreadingServer(http.server.ThreadingHTTPServer):
             self.fake.connections[self.role] += 1
         return sock, addr
 
+    def handle_error(self, request, client_address):
+        import sys
+        if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError, socket.timeout)):
+            super().handle_error(request, client_address)  # a client hanging up is not news
+
     def finish_request(self, request, client_address):
         if self.fake.connect_delay:
             time.sleep(self.fake.connect_delay)  # a simulated handshake round trip
