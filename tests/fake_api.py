@@ -90,7 +90,7 @@ class FakeCamb:
     """
 
     def __init__(self, api_key=API_KEY, tls=None, connect_delay=0.0, request_delay=0.0,
-                 api_port=0, storage_port=0):
+                 api_port=0, storage_port=0, admin=False):
         self.api_key = api_key
         self.runs = {}
         self.tasks = {}
@@ -113,6 +113,8 @@ class FakeCamb:
         self._tls = tls
         self.api = _Server(self, "api", api_port)
         self.storage = _Server(self, "storage", storage_port)
+        # Plain-http side door for another process (the benchmark): GET /stats, POST /reset.
+        self.admin = _Server(self, "admin", 0, tls=False) if admin else None
 
     # -- set-up helpers --------------------------------------------------------
     def add_run(self, run_id, state="ready", **kw):
@@ -144,14 +146,29 @@ class FakeCamb:
             return [r for r in self.requests if r["origin"] == origin and (method is None or r["method"] == method)
                     and r["path"].startswith(path_prefix)]
 
+    def _servers(self):
+        return [s for s in (self.api, self.storage, self.admin) if s is not None]
+
     def start(self):
-        self.api.start()
-        self.storage.start()
+        for server in self._servers():
+            server.start()
         return self
 
     def stop(self):
-        self.api.stop()
-        self.storage.stop()
+        for server in self._servers():
+            server.stop()
+
+    def stats(self):
+        with self.lock:
+            counts = {"api": 0, "storage": 0}
+            for r in self.requests:
+                counts[r["origin"]] += 1
+            return {"connections": dict(self.connections), "requests": counts}
+
+    def reset_counts(self):
+        with self.lock:
+            self.requests = []
+            self.connections = {"api": 0, "storage": 0}
 
     def __enter__(self):
         return self.start()
@@ -198,13 +215,13 @@ def _format_http_date(ts):
 
 
 class _Server:
-    def __init__(self, fake, role, port):
+    def __init__(self, fake, role, port, tls=True):
         self.fake = fake
         self.role = role
         handler = type("Handler", (_Handler,), {"fake": fake, "role": role})
         self.httpd = _ThreadingServer(("127.0.0.1", port), handler)
         self.httpd.fake, self.httpd.role = fake, role
-        if fake._tls:
+        if fake._tls and tls:
             self.httpd.tls = fake._tls
         self.port = self.httpd.server_address[1]
         self.thread = None
@@ -226,8 +243,9 @@ class _ThreadingServer(http.server.ThreadingHTTPServer):
 
     def get_request(self):
         sock, addr = super().get_request()
-        with self.fake.lock:
-            self.fake.connections[self.role] += 1
+        if self.role != "admin":
+            with self.fake.lock:
+                self.fake.connections[self.role] += 1
         return sock, addr
 
     def handle_error(self, request, client_address):
@@ -295,12 +313,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self._read_body()
+        if self.role == "admin":
+            self.fake.reset_counts()
+            return self._send(200, self.fake.stats())
         self._record(body)
         if self.role == "storage":
             return self._storage_post(body)
         self._api(body)
 
     def do_GET(self):
+        if self.role == "admin":
+            return self._send(200, self.fake.stats())
         self._record()
         if self.role == "storage":
             return self._storage_get()
@@ -522,22 +545,50 @@ def main(argv=None):
     parser.add_argument("--connect-delay", type=float, default=0.0, help="seconds added to each new connection")
     parser.add_argument("--request-delay", type=float, default=0.0, help="seconds added to each request")
     parser.add_argument("--seconds", type=float, default=600.0, help="stop after this long (default 600)")
+    parser.add_argument("--demo", metavar="DIR", nargs="?", const="sound_bulk-demo",
+                        help="try sound_bulk offline: start the fake, fetch its runs into DIR, stop")
     args = parser.parse_args(argv)
+    if args.demo:
+        return demo(args.demo)
     tls = tls_context(args.cert, args.key) if args.cert else None
     fake = FakeCamb(tls=tls, api_port=args.port, connect_delay=args.connect_delay,
-                    request_delay=args.request_delay)
+                    request_delay=args.request_delay, admin=True)
     fake.add_runs(_parse_ids(args.runs), size=args.size)
     for rid in _parse_ids(args.pending):
         fake.add_run(rid, "pending")
     for rid in _parse_ids(args.failed):
         fake.add_run(rid, "failed")
     with fake:
-        print("CAMB_API_BASE_URL=%s CAMB_API_KEY=%s" % (fake.base_url, fake.api_key), flush=True)
+        print("CAMB_API_BASE_URL=%s CAMB_API_KEY=%s FAKE_ADMIN_URL=http://127.0.0.1:%d" % (
+            fake.base_url, fake.api_key, fake.admin.port), flush=True)
         try:
             time.sleep(args.seconds)
         except KeyboardInterrupt:
             pass
 
 
+def demo(out):
+    """Start the fake, run a real ``python -m sound_bulk fetch`` against it, show what it printed."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    fake = FakeCamb()
+    fake.add_runs(range(101, 109), size=256 * 1024)
+    fake.add_run(109, "pending")
+    fake.add_run(110, "failed")
+    with fake:
+        env = dict(os.environ, CAMB_API_KEY=fake.api_key, CAMB_API_BASE_URL=fake.base_url,
+                   PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        for extra in ([], ["--json"]):
+            cmd = [sys.executable, "-m", "sound_bulk", "fetch"] + [str(i) for i in range(101, 111)] + ["-o", out] + extra
+            print("$ python -m sound_bulk fetch 101 102 ... 110 -o %s %s" % (out, " ".join(extra)), flush=True)
+            code = subprocess.call(cmd, env=env)
+            print("(exit status %d)\n" % code, flush=True)
+    print("The files are in %s/. The fake API has stopped; nothing left this machine." % out)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys_exit = main()
+    raise SystemExit(sys_exit or 0)
