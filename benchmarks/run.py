@@ -8,7 +8,7 @@ throwaway venv with camb-sdk==1.6.6), starts the project's fake API (tests/fake_
 127.0.0.1 in its own process, with a delay on every new connection (a handshake round trip) and on
 every request, and does the same work three ways:
 
-  (a) python -m sound_bulk fetch ID... -o DIR
+  (a) python -m sound_bulk fetch ID... -o DIR     (from a venv with nothing installed, like the SDK's)
   (b) the SDK: get_text_to_sound_results in chunks of 5, then an httpx streaming GET per URL, in turn
   (c) curl --parallel over the same URLs (resolved beforehand, untimed): the floor
 
@@ -78,6 +78,15 @@ def make_certs():
     return ca, cert, key
 
 
+def plain_python():
+    """A venv with nothing installed: sound_bulk runs as it would on a locked-down host."""
+    venv = os.path.join(WORK, "plain-venv")
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.exists(py):
+        sh([sys.executable, "-m", "venv", "--without-pip", venv])
+    return py
+
+
 def sdk_python():
     """A venv with camb-sdk, made once; returns its python."""
     venv = os.path.join(WORK, "sdk-venv")
@@ -125,6 +134,8 @@ def measure(cmd, env):
     2 ms until it exits.  Not ru_maxrss: Linux carries the spawning process's peak into the child's
     ru_maxrss across exec, which would credit this script's own size to every way measured.
     """
+    os.sync()  # the previous run's files written back and deleted: every way starts from the same disk state
+    time.sleep(0.2)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     status_file = "/proc/%d/status" % proc.pid
@@ -163,7 +174,7 @@ def resolve_urls(fake, ca, ids):
     return [results[i].url for i in ids]
 
 
-def three_ways(args, certs, sdk_py):
+def three_ways(args, certs, sdk_py, our_py):
     ca = certs[0]
     ids = list(range(1, args.count + 1))
     fake = Fake(args.count, args.size, certs, args.connect_delay, args.request_delay)
@@ -175,7 +186,7 @@ def three_ways(args, certs, sdk_py):
             for way in ("a", "b", "c"):
                 out = tempfile.mkdtemp(dir=WORK)
                 if way == "a":
-                    cmd = [sys.executable, "-m", "sound_bulk", "fetch"] + [str(i) for i in ids] + [
+                    cmd = [our_py, "-m", "sound_bulk", "fetch"] + [str(i) for i in ids] + [
                         "-o", out, "-q", "--workers", str(args.workers)]
                 elif way == "b":
                     cmd = [sdk_py, os.path.join(WORK, "sdk_fetch.py"), out] + [str(i) for i in ids]
@@ -197,7 +208,7 @@ def three_ways(args, certs, sdk_py):
     return {way: tuple(statistics.median(r[k] for r in runs) for k in range(4)) for way, runs in rows.items()}
 
 
-def big_file(args, certs):
+def big_file(args, certs, our_py):
     """One large file: sound_bulk against curl, throughput and peak RSS."""
     ca = certs[0]
     fake = Fake(1, args.big, certs, args.connect_delay, args.request_delay)
@@ -206,11 +217,11 @@ def big_file(args, certs):
     walls = {"a": [], "c": []}
     rss = []
     try:
-        for _ in range(max(1, args.repeat // 2)):
+        for _ in range(args.repeat):
             for way in ("a", "c"):
                 out = tempfile.mkdtemp(dir=WORK)
                 if way == "a":
-                    cmd = [sys.executable, "-m", "sound_bulk", "fetch", "1", "-o", out, "-q"]
+                    cmd = [our_py, "-m", "sound_bulk", "fetch", "1", "-o", out, "-q"]
                 else:
                     cmd = ["curl", "-s", "--fail", "--cacert", ca, "-o", os.path.join(out, "1.wav"), url]
                 wall, peak = measure(cmd, env)
@@ -257,12 +268,13 @@ def main():
 
     certs = make_certs()
     sdk_py = sdk_python()
-    res = three_ways(args, certs, sdk_py)
-    big, big_rss = big_file(args, certs)
+    our_py = plain_python()
+    subprocess.run([our_py, "-m", "py_compile", os.path.join(ROOT, "sound_bulk.py")], check=True)
+    res = three_ways(args, certs, sdk_py, our_py)
+    big, big_rss = big_file(args, certs, our_py)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE",)}
     env["PYTHONPATH"] = ROOT
-    imp_ours = import_cost([sys.executable, "-S", "-c", "import sound_bulk"], [sys.executable, "-S", "-c", "pass"],
-                           env, args.imports)
+    imp_ours = import_cost([our_py, "-S", "-c", "import sound_bulk"], [our_py, "-S", "-c", "pass"], env, args.imports)
     imp_sdk = import_cost([sdk_py, "-c", "import camb.client; camb.client.CambAI(api_key='x')"], [sdk_py, "-c", "pass"],
                           env, args.imports)
 
