@@ -127,6 +127,18 @@ class Fake:
         self.proc.wait(10)
 
 
+def settle():
+    """Every way starts from the same state: earlier files written back, the page cache emptied
+    where this user may (root), a moment for the disk to finish what it was doing."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+    except OSError:
+        pass
+    time.sleep(0.2)
+
+
 def measure(cmd, env):
     """Run cmd; (wall seconds, peak RSS in MiB) of that child alone.
 
@@ -134,8 +146,7 @@ def measure(cmd, env):
     2 ms until it exits.  Not ru_maxrss: Linux carries the spawning process's peak into the child's
     ru_maxrss across exec, which would credit this script's own size to every way measured.
     """
-    os.sync()  # the previous run's files written back and deleted: every way starts from the same disk state
-    time.sleep(0.2)
+    settle()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     status_file = "/proc/%d/status" % proc.pid
