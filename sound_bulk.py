@@ -54,6 +54,7 @@ import time
 # Heavier modules (json, http.client, ssl, logging, argparse, concurrent.futures) are
 # imported where they are first needed, so that ``import sound_bulk`` stays cheap.
 
+
 # ---------------------------------------------------------------------------
 # Constants: the policy, as data
 # ---------------------------------------------------------------------------
@@ -103,9 +104,9 @@ POLL_MAX = 15.0
 MAX_SOUND_DURATION = 10.0
 #: Longest prompt accepted before anything is sent.
 MAX_PROMPT_CHARS = 2000
-
+#: The manifest's file name inside the output folder.
+MANIFEST_NAME = "sound_bulk-manifest.jsonl"
 USER_AGENT = "sound_bulk/%s (+python %d.%d)" % ((__version__,) + tuple(sys.version_info[:2]))
-
 #: RunResult statuses.
 READY, PENDING, FAILED, MISSING = "ready", "pending", "failed", "missing"
 _PENDING_WORDS = frozenset({"PENDING", "QUEUED", "RUNNING", "IN_PROGRESS", "PROCESSING", "STARTED"})
@@ -266,8 +267,29 @@ class Task:
             self.task_id, self.status, self.run_id, self.error)
 
 
+class PromptOutcome:
+    """How one prompt ended in ``generate``: the ``--json`` line, as an object."""
+
+    __slots__ = ("prompt", "task_id", "run_id", "status", "path", "error")
+
+    def __init__(self, prompt, task_id=None, run_id=None, status="error", path=None, error=None):
+        self.prompt, self.task_id, self.run_id = prompt, task_id, run_id
+        self.status, self.path, self.error = status, path, error
+
+    @property
+    def ok(self):
+        return self.status in ("saved", "skipped")
+
+    def as_dict(self):
+        return {"prompt": self.prompt, "task_id": self.task_id, "run_id": self.run_id,
+                "status": self.status, "path": self.path, "error": self.error}
+
+    def __repr__(self):
+        return "PromptOutcome(%s)" % ", ".join("%s=%r" % kv for kv in self.as_dict().items())
+
+
 # ---------------------------------------------------------------------------
-# Pure functions: run IDs, response parsing, audio sniffing
+# Functions: run IDs, answers, audio bytes, retry waits
 # ---------------------------------------------------------------------------
 
 def validate_run_ids(ids):
@@ -297,21 +319,6 @@ def validate_run_ids(ids):
     if bad:
         raise InvalidRunIdError(bad)
     return good
-
-
-def _run_id_value(item):
-    if isinstance(item, bool):
-        return None
-    if isinstance(item, int):
-        value = item
-    elif isinstance(item, str):
-        text = item.strip()
-        if not (text and text.isascii() and text.isdigit()) or len(text) > 40:
-            return None
-        value = int(text)
-    else:
-        return None
-    return value if 1 <= value <= MAX_RUN_ID else None
 
 
 def chunked(ids, size=MAX_RUN_IDS):
@@ -346,58 +353,6 @@ def parse_results(body, run_ids):
     return results
 
 
-def _classify(rid, value):
-    if value is None:
-        return RunResult(rid, PENDING, raw=value)
-    if isinstance(value, str):  # lenient: the URL itself, or a bare status word
-        word = value.strip().upper()
-        if _is_http_url(value):
-            return RunResult(rid, READY, url=value.strip(), raw=value)
-        if word in _PENDING_WORDS or not word:
-            return RunResult(rid, PENDING, raw=value)
-        if word in _FAILED_WORDS:
-            return RunResult(rid, FAILED, raw=value, error="the service reports status %s" % word)
-        return RunResult(rid, MISSING, raw=value, error="unexpected entry %s" % _short_repr(value))
-    if not isinstance(value, dict):
-        return RunResult(rid, MISSING, raw=value, error="unexpected entry of type %s" % _json_kind(value))
-    status = value.get("status")
-    word = status.strip().upper() if isinstance(status, str) else ""
-    url = value.get("output_url")
-    reason = _first_text(value, ("error", "exception_reason", "error_message"))
-    if word in _FAILED_WORDS or (reason and not word):
-        why = reason or _first_text(value, ("message", "detail")) or "the service reports status %s" % word
-        return RunResult(rid, FAILED, raw=value, error=why)
-    if word in _PENDING_WORDS:
-        return RunResult(rid, PENDING, raw=value)
-    if url is None or url == "":
-        return RunResult(rid, PENDING, raw=value)
-    if isinstance(url, str) and _is_http_url(url):
-        return RunResult(rid, READY, url=url.strip(), raw=value)
-    return RunResult(rid, MISSING, raw=value, error="output_url is not an http(s) URL: %s" % _short_repr(url))
-
-
-def _first_text(mapping, keys):
-    for key in keys:
-        value = mapping.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()[:500]
-        if value not in (None, "", [], {}, False):
-            return _short_repr(value, 500)
-    return None
-
-
-def _is_http_url(text):
-    from urllib.parse import urlsplit
-    text = text.strip()
-    if not text or any(ch.isspace() or ord(ch) < 32 for ch in text):
-        return False
-    try:
-        parts = urlsplit(text)
-        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        return False
-
-
 def sniff_audio(head):
     """Return the file extension for audio bytes that start with ``head``, else None.
 
@@ -417,55 +372,12 @@ def sniff_audio(head):
     return None
 
 
-def _describe_bytes(head):
-    text = bytes(head[:64]).lstrip().lower()
-    if text.startswith((b"<!doctype", b"<html")) or b"<body" in text:
-        return "an HTML page"
-    if text.startswith((b"<?xml", b"<error")):
-        return "an XML document"
-    if text.startswith((b"{", b"[")):
-        return "JSON"
-    if not head:
-        return "an empty body"
-    return "bytes that are not a known audio format"
-
-
 def redact_url(url):
     """``url`` without its query string (where presigned signatures live)."""
     if not url:
         return url
     base, sep, _query = str(url).partition("?")
     return base + ("?<redacted>" if sep else "")
-
-
-def _short_repr(value, limit=60):
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _json_kind(value):
-    if isinstance(value, bool):
-        return "a boolean"
-    return {dict: "an object", list: "a list", str: "a string", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _render_detail(detail):
-    """A readable one-line account of a FastAPI-style ``detail``."""
-    if isinstance(detail, str):
-        return detail[:500]
-    if isinstance(detail, list):
-        parts = []
-        for item in detail[:10]:
-            if isinstance(item, dict):
-                loc = item.get("loc")
-                where = ".".join(str(p) for p in loc) if isinstance(loc, list) else ""
-                msg = item.get("msg") or item.get("message") or _short_repr(item)
-                parts.append("%s: %s" % (where, msg) if where else str(msg))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)[:500]
-    return _short_repr(detail, 500)
 
 
 def retry_wait(headers, attempt, now=None, rand=None):
@@ -488,36 +400,12 @@ def backoff(attempt, rand):
     return delay * (1.0 + (rand() - 0.5) * 0.2)
 
 
-def _retry_after(headers, now):
-    value = headers.get("retry-after-ms")
-    if value is not None:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is not None:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        import email.utils
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            when = None
-        if when is not None:
-            if when.tzinfo is None:
-                import datetime
-                when = when.replace(tzinfo=datetime.timezone.utc)
-            return max(0.0, when.timestamp() - now)
-    value = headers.get("x-ratelimit-reset")
-    if value is not None:
-        try:
-            delay = float(value) - now
-        except ValueError:
-            return None
-        if delay > 0:
-            return delay
+def saved_path(out_dir, run_id):
+    """The path of a run already saved in ``out_dir`` (any known extension), else None."""
+    for ext in AUDIO_EXTENSIONS:
+        path = os.path.join(out_dir, "%d%s" % (run_id, ext))
+        if os.path.isfile(path):
+            return path
     return None
 
 
@@ -760,12 +648,358 @@ class Client:
         return text.replace(self._key, "<redacted>") if self._key else text
 
 
-def saved_path(out_dir, run_id):
-    """The path of a run already saved in ``out_dir`` (any known extension), else None."""
-    for ext in AUDIO_EXTENSIONS:
-        path = os.path.join(out_dir, "%d%s" % (run_id, ext))
-        if os.path.isfile(path):
-            return path
+# ---------------------------------------------------------------------------
+# From prompts to files: tasks, and a manifest that loses no paid task
+# ---------------------------------------------------------------------------
+
+class Manifest:
+    """An append-only JSON-lines journal of the tasks created for prompts.
+
+    Every line is written and fsynced before the step it records is relied on,
+    so a crash at any point leaves enough to resume without paying twice.  A
+    torn last line (a crash mid-write) is ignored on reading.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def records(self):
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                record = _json().loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+        return out
+
+    def append(self, record):
+        data = (_json().dumps(record, sort_keys=True) + "\n").encode("utf-8")
+        with self._lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+            try:
+                if os.fstat(fd).st_size and not self._ends_with_newline(fd):
+                    data = b"\n" + data  # seal a torn line left by a crash
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    @staticmethod
+    def _ends_with_newline(fd):
+        size = os.fstat(fd).st_size
+        return os.pread(fd, 1, size - 1) == b"\n" if hasattr(os, "pread") else True
+
+    def state(self):
+        """``{key: merged record}`` for every prompt occurrence the manifest knows."""
+        merged = {}
+        for record in self.records():
+            key = record.get("key")
+            if isinstance(key, str):
+                merged.setdefault(key, {}).update({k: v for k, v in record.items() if k != "event"})
+                merged[key].setdefault("events", []).append(record.get("event"))
+        return merged
+
+
+def manifest_run_ids(path):
+    """The run IDs recorded in a manifest file (or the manifest inside a folder), in order."""
+    if os.path.isdir(path):
+        path = os.path.join(path, MANIFEST_NAME)
+    if not os.path.isfile(path):
+        raise ConfigurationError("no manifest at %s" % path)
+    ids = []
+    for entry in Manifest(path).state().values():
+        rid = entry.get("run_id")
+        if isinstance(rid, int) and not isinstance(rid, bool) and rid not in ids:
+            ids.append(rid)
+    return ids
+
+
+def prompt_keys(prompts, duration, audio_type):
+    """A stable key per prompt occurrence: the same prompt twice is two sounds."""
+    import hashlib
+    seen = {}
+    keys = []
+    for prompt in prompts:
+        base = hashlib.sha256(_json().dumps([prompt, duration, audio_type]).encode("utf-8")).hexdigest()[:16]
+        seen[base] = seen.get(base, 0) + 1
+        keys.append("%s-%d" % (base, seen[base]))
+    return keys
+
+
+def generate(client, prompts, out_dir=".", *, duration=None, audio_type="sound", resubmit=False,
+             workers=DEFAULT_WORKERS, wait=600.0, on_outcome=None):
+    """Prompts in, audio files out: create tasks, poll them, resolve and download the runs.
+
+    Every task created is recorded in ``out_dir/sound_bulk-manifest.jsonl``
+    before anything else happens, so a rerun resumes it instead of paying for a
+    new one.  A prompt whose submission may have reached the API without an
+    answer is not submitted again unless ``resubmit`` is true.  Returns one
+    ``PromptOutcome`` per prompt, in order.
+    """
+    prompts = list(prompts)
+    if not prompts:
+        raise ConfigurationError("no prompts given")
+    payloads = [_task_payload(p, duration, audio_type, None, None, None) for p in prompts]
+    os.makedirs(out_dir, exist_ok=True)
+    manifest = Manifest(os.path.join(out_dir, MANIFEST_NAME))
+    keys = prompt_keys([p["prompt"] for p in payloads], duration, audio_type)
+    known = manifest.state()
+    outcomes = [PromptOutcome(p["prompt"]) for p in payloads]
+    entries = [dict(known.get(k, {})) for k in keys]
+
+    def submit(i):
+        key, payload = keys[i], payloads[i]
+        manifest.append({"event": "submitting", "key": key, "prompt": payload["prompt"], "time": time.time()})
+        try:
+            task_id = client.create_task(payload["prompt"], duration=payload.get("duration"),
+                                         audio_type=audio_type)
+        except (APIError, TransportError) as exc:
+            definite = isinstance(exc, APIError) and not isinstance(exc, AuthenticationError) or (
+                isinstance(exc, TransportError) and "refused" in str(exc).lower())
+            manifest.append({"event": "submit_failed" if definite else "submit_unknown", "key": key,
+                             "error": str(exc)})
+            if isinstance(exc, AuthenticationError):
+                raise
+            return None, str(exc)
+        manifest.append({"event": "created", "key": key, "prompt": payload["prompt"], "task_id": task_id,
+                         "duration": payload.get("duration"), "audio_type": audio_type, "time": time.time()})
+        return task_id, None
+
+    to_submit = []
+    for i, entry in enumerate(entries):
+        outcomes[i].task_id = entry.get("task_id")
+        outcomes[i].run_id = entry.get("run_id")
+        if entry.get("task_id"):
+            continue
+        events = entry.get("events") or []
+        if events and events[-1] in ("submitting", "submit_unknown") and not resubmit:
+            outcomes[i].status = "error"
+            outcomes[i].error = ("a task may already exist for this prompt (an earlier submission got no "
+                                 "answer); not paying twice: rerun with --resubmit to submit it again")
+            continue
+        to_submit.append(i)
+
+    if to_submit:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, (task_id, error) in zip(to_submit, pool.map(submit, to_submit)):
+                entries[i]["task_id"] = outcomes[i].task_id = task_id
+                if error:
+                    outcomes[i].status, outcomes[i].error = "error", "submission failed: " + error
+
+    # Poll the tasks that have no run yet.
+    polling = [i for i, e in enumerate(entries) if e.get("task_id") and not e.get("run_id")
+               and e.get("task_status") != "ERROR"]
+    deadline = client._clock() + wait
+    rounds = 0
+    while polling:
+        still = []
+        for i in polling:
+            try:
+                task = client.get_task(entries[i]["task_id"])
+            except AuthenticationError:
+                raise
+            except SoundBulkError as exc:
+                outcomes[i].error = str(exc)
+                still.append(i)
+                continue
+            if task.status == "SUCCESS":
+                entries[i]["run_id"] = outcomes[i].run_id = task.run_id
+                manifest.append({"event": "task", "key": keys[i], "task_id": task.task_id,
+                                 "task_status": "SUCCESS", "run_id": task.run_id})
+            elif task.status == "ERROR":
+                entries[i]["task_status"] = "ERROR"
+                entries[i]["error"] = task.error
+                manifest.append({"event": "task", "key": keys[i], "task_id": task.task_id,
+                                 "task_status": "ERROR", "error": task.error})
+            else:
+                still.append(i)
+        polling = still
+        remaining = deadline - client._clock()
+        if not polling or remaining <= 0:
+            break
+        client._sleep(min(remaining, POLL_MAX, POLL_INITIAL * (1.5 ** rounds)))
+        rounds += 1
+    for i in polling:
+        outcomes[i].status = "pending"
+        outcomes[i].error = "the task is not finished yet; run the same command again later"
+
+    for i, entry in enumerate(entries):
+        if entry.get("task_status") == "ERROR" and not entry.get("run_id"):
+            outcomes[i].status, outcomes[i].error = "failed", entry.get("error") or "the task failed"
+
+    run_ids = []
+    for entry in entries:
+        rid = entry.get("run_id")
+        if rid and rid not in run_ids:
+            run_ids.append(rid)
+    by_run = {}
+    if run_ids:
+        for o in client.fetch(run_ids, out_dir, workers=workers, wait=min(wait, 60.0)):
+            by_run[o.run_id] = o
+    for i, entry in enumerate(entries):
+        o = by_run.get(entry.get("run_id"))
+        if o is not None:
+            outcomes[i].status, outcomes[i].path, outcomes[i].error = o.status, o.path, o.error
+            if o.status == "saved":
+                manifest.append({"event": "saved", "key": keys[i], "run_id": o.run_id, "path": o.path})
+        if on_outcome is not None:
+            on_outcome(outcomes[i])
+    return outcomes
+
+
+# ---------------------------------------------------------------------------
+# Machinery: parsing and checking helpers
+# ---------------------------------------------------------------------------
+
+def _run_id_value(item):
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        value = item
+    elif isinstance(item, str):
+        text = item.strip()
+        if not (text and text.isascii() and text.isdigit()) or len(text) > 40:
+            return None
+        value = int(text)
+    else:
+        return None
+    return value if 1 <= value <= MAX_RUN_ID else None
+
+
+def _classify(rid, value):
+    if value is None:
+        return RunResult(rid, PENDING, raw=value)
+    if isinstance(value, str):  # lenient: the URL itself, or a bare status word
+        word = value.strip().upper()
+        if _is_http_url(value):
+            return RunResult(rid, READY, url=value.strip(), raw=value)
+        if word in _PENDING_WORDS or not word:
+            return RunResult(rid, PENDING, raw=value)
+        if word in _FAILED_WORDS:
+            return RunResult(rid, FAILED, raw=value, error="the service reports status %s" % word)
+        return RunResult(rid, MISSING, raw=value, error="unexpected entry %s" % _short_repr(value))
+    if not isinstance(value, dict):
+        return RunResult(rid, MISSING, raw=value, error="unexpected entry of type %s" % _json_kind(value))
+    status = value.get("status")
+    word = status.strip().upper() if isinstance(status, str) else ""
+    url = value.get("output_url")
+    reason = _first_text(value, ("error", "exception_reason", "error_message"))
+    if word in _FAILED_WORDS or (reason and not word):
+        why = reason or _first_text(value, ("message", "detail")) or "the service reports status %s" % word
+        return RunResult(rid, FAILED, raw=value, error=why)
+    if word in _PENDING_WORDS:
+        return RunResult(rid, PENDING, raw=value)
+    if url is None or url == "":
+        return RunResult(rid, PENDING, raw=value)
+    if isinstance(url, str) and _is_http_url(url):
+        return RunResult(rid, READY, url=url.strip(), raw=value)
+    return RunResult(rid, MISSING, raw=value, error="output_url is not an http(s) URL: %s" % _short_repr(url))
+
+
+def _first_text(mapping, keys):
+    for key in keys:
+        value = mapping.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:500]
+        if value not in (None, "", [], {}, False):
+            return _short_repr(value, 500)
+    return None
+
+
+def _is_http_url(text):
+    from urllib.parse import urlsplit
+    text = text.strip()
+    if not text or any(ch.isspace() or ord(ch) < 32 for ch in text):
+        return False
+    try:
+        parts = urlsplit(text)
+        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
+
+
+def _describe_bytes(head):
+    text = bytes(head[:64]).lstrip().lower()
+    if text.startswith((b"<!doctype", b"<html")) or b"<body" in text:
+        return "an HTML page"
+    if text.startswith((b"<?xml", b"<error")):
+        return "an XML document"
+    if text.startswith((b"{", b"[")):
+        return "JSON"
+    if not head:
+        return "an empty body"
+    return "bytes that are not a known audio format"
+
+
+def _short_repr(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _json_kind(value):
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "a list", str: "a string", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _render_detail(detail):
+    """A readable one-line account of a FastAPI-style ``detail``."""
+    if isinstance(detail, str):
+        return detail[:500]
+    if isinstance(detail, list):
+        parts = []
+        for item in detail[:10]:
+            if isinstance(item, dict):
+                loc = item.get("loc")
+                where = ".".join(str(p) for p in loc) if isinstance(loc, list) else ""
+                msg = item.get("msg") or item.get("message") or _short_repr(item)
+                parts.append("%s: %s" % (where, msg) if where else str(msg))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)[:500]
+    return _short_repr(detail, 500)
+
+
+def _retry_after(headers, now):
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is not None:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        import email.utils
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                import datetime
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            return max(0.0, when.timestamp() - now)
+    value = headers.get("x-ratelimit-reset")
+    if value is not None:
+        try:
+            delay = float(value) - now
+        except ValueError:
+            return None
+        if delay > 0:
+            return delay
     return None
 
 
@@ -798,6 +1032,33 @@ def _task_payload(prompt, duration, audio_type, project_name, project_descriptio
         if value is not None:
             payload[name] = value
     return payload
+
+
+def _int_or_none(value):
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _content_range(value):
+    """``bytes START-END/TOTAL`` -> (START, TOTAL); (None, None) when unreadable."""
+    try:
+        unit, _, rest = (value or "").partition(" ")
+        span, _, total = rest.partition("/")
+        return int(span.partition("-")[0]), int(total)
+    except ValueError:
+        return None, None
+
+
+def _logger():
+    import logging
+    return logging.getLogger(__name__)
+
+
+def _json():
+    import json  # not at module level: it pulls in `re`, which dominates import time
+    return json
 
 
 # ---------------------------------------------------------------------------
@@ -1274,23 +1535,6 @@ def _publish(tmp_path, path):
         os.close(dir_fd)
 
 
-def _int_or_none(value):
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _content_range(value):
-    """``bytes START-END/TOTAL`` -> (START, TOTAL); (None, None) when unreadable."""
-    try:
-        unit, _, rest = (value or "").partition(" ")
-        span, _, total = rest.partition("/")
-        return int(span.partition("-")[0]), int(total)
-    except ValueError:
-        return None, None
-
-
 # ---------------------------------------------------------------------------
 # Many runs: resolve in chunks, download in parallel, poll the pending ones
 # ---------------------------------------------------------------------------
@@ -1425,257 +1669,11 @@ class _Fetch:
 
 
 # ---------------------------------------------------------------------------
-# From prompts to files: tasks, a manifest that loses no paid task
-# ---------------------------------------------------------------------------
-
-#: The manifest's file name inside the output folder.
-MANIFEST_NAME = "sound_bulk-manifest.jsonl"
-
-
-class Manifest:
-    """An append-only JSON-lines journal of the tasks created for prompts.
-
-    Every line is written and fsynced before the step it records is relied on,
-    so a crash at any point leaves enough to resume without paying twice.  A
-    torn last line (a crash mid-write) is ignored on reading.
-    """
-
-    def __init__(self, path):
-        self.path = path
-        self._lock = threading.Lock()
-
-    def records(self):
-        try:
-            with open(self.path, "rb") as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in lines:
-            try:
-                record = _json().loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                continue
-            if isinstance(record, dict):
-                out.append(record)
-        return out
-
-    def append(self, record):
-        data = (_json().dumps(record, sort_keys=True) + "\n").encode("utf-8")
-        with self._lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
-            try:
-                if os.fstat(fd).st_size and not self._ends_with_newline(fd):
-                    data = b"\n" + data  # seal a torn line left by a crash
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    @staticmethod
-    def _ends_with_newline(fd):
-        size = os.fstat(fd).st_size
-        return os.pread(fd, 1, size - 1) == b"\n" if hasattr(os, "pread") else True
-
-    def state(self):
-        """``{key: merged record}`` for every prompt occurrence the manifest knows."""
-        merged = {}
-        for record in self.records():
-            key = record.get("key")
-            if isinstance(key, str):
-                merged.setdefault(key, {}).update({k: v for k, v in record.items() if k != "event"})
-                merged[key].setdefault("events", []).append(record.get("event"))
-        return merged
-
-
-def manifest_run_ids(path):
-    """The run IDs recorded in a manifest file (or the manifest inside a folder), in order."""
-    if os.path.isdir(path):
-        path = os.path.join(path, MANIFEST_NAME)
-    if not os.path.isfile(path):
-        raise ConfigurationError("no manifest at %s" % path)
-    ids = []
-    for entry in Manifest(path).state().values():
-        rid = entry.get("run_id")
-        if isinstance(rid, int) and not isinstance(rid, bool) and rid not in ids:
-            ids.append(rid)
-    return ids
-
-
-def prompt_keys(prompts, duration, audio_type):
-    """A stable key per prompt occurrence: the same prompt twice is two sounds."""
-    import hashlib
-    seen = {}
-    keys = []
-    for prompt in prompts:
-        base = hashlib.sha256(_json().dumps([prompt, duration, audio_type]).encode("utf-8")).hexdigest()[:16]
-        seen[base] = seen.get(base, 0) + 1
-        keys.append("%s-%d" % (base, seen[base]))
-    return keys
-
-
-class PromptOutcome:
-    """How one prompt ended in ``generate``: the ``--json`` line, as an object."""
-
-    __slots__ = ("prompt", "task_id", "run_id", "status", "path", "error")
-
-    def __init__(self, prompt, task_id=None, run_id=None, status="error", path=None, error=None):
-        self.prompt, self.task_id, self.run_id = prompt, task_id, run_id
-        self.status, self.path, self.error = status, path, error
-
-    @property
-    def ok(self):
-        return self.status in ("saved", "skipped")
-
-    def as_dict(self):
-        return {"prompt": self.prompt, "task_id": self.task_id, "run_id": self.run_id,
-                "status": self.status, "path": self.path, "error": self.error}
-
-    def __repr__(self):
-        return "PromptOutcome(%s)" % ", ".join("%s=%r" % kv for kv in self.as_dict().items())
-
-
-def generate(client, prompts, out_dir=".", *, duration=None, audio_type="sound", resubmit=False,
-             workers=DEFAULT_WORKERS, wait=600.0, on_outcome=None):
-    """Prompts in, audio files out: create tasks, poll them, resolve and download the runs.
-
-    Every task created is recorded in ``out_dir/sound_bulk-manifest.jsonl``
-    before anything else happens, so a rerun resumes it instead of paying for a
-    new one.  A prompt whose submission may have reached the API without an
-    answer is not submitted again unless ``resubmit`` is true.  Returns one
-    ``PromptOutcome`` per prompt, in order.
-    """
-    prompts = list(prompts)
-    if not prompts:
-        raise ConfigurationError("no prompts given")
-    payloads = [_task_payload(p, duration, audio_type, None, None, None) for p in prompts]
-    os.makedirs(out_dir, exist_ok=True)
-    manifest = Manifest(os.path.join(out_dir, MANIFEST_NAME))
-    keys = prompt_keys([p["prompt"] for p in payloads], duration, audio_type)
-    known = manifest.state()
-    outcomes = [PromptOutcome(p["prompt"]) for p in payloads]
-    entries = [dict(known.get(k, {})) for k in keys]
-
-    def submit(i):
-        key, payload = keys[i], payloads[i]
-        manifest.append({"event": "submitting", "key": key, "prompt": payload["prompt"], "time": time.time()})
-        try:
-            task_id = client.create_task(payload["prompt"], duration=payload.get("duration"),
-                                         audio_type=audio_type)
-        except (APIError, TransportError) as exc:
-            definite = isinstance(exc, APIError) and not isinstance(exc, AuthenticationError) or (
-                isinstance(exc, TransportError) and "refused" in str(exc).lower())
-            manifest.append({"event": "submit_failed" if definite else "submit_unknown", "key": key,
-                             "error": str(exc)})
-            if isinstance(exc, AuthenticationError):
-                raise
-            return None, str(exc)
-        manifest.append({"event": "created", "key": key, "prompt": payload["prompt"], "task_id": task_id,
-                         "duration": payload.get("duration"), "audio_type": audio_type, "time": time.time()})
-        return task_id, None
-
-    to_submit = []
-    for i, entry in enumerate(entries):
-        outcomes[i].task_id = entry.get("task_id")
-        outcomes[i].run_id = entry.get("run_id")
-        if entry.get("task_id"):
-            continue
-        events = entry.get("events") or []
-        if events and events[-1] in ("submitting", "submit_unknown") and not resubmit:
-            outcomes[i].status = "error"
-            outcomes[i].error = ("a task may already exist for this prompt (an earlier submission got no "
-                                 "answer); not paying twice: rerun with --resubmit to submit it again")
-            continue
-        to_submit.append(i)
-
-    if to_submit:
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, (task_id, error) in zip(to_submit, pool.map(submit, to_submit)):
-                entries[i]["task_id"] = outcomes[i].task_id = task_id
-                if error:
-                    outcomes[i].status, outcomes[i].error = "error", "submission failed: " + error
-
-    # Poll the tasks that have no run yet.
-    polling = [i for i, e in enumerate(entries) if e.get("task_id") and not e.get("run_id")
-               and e.get("task_status") != "ERROR"]
-    deadline = client._clock() + wait
-    rounds = 0
-    while polling:
-        still = []
-        for i in polling:
-            try:
-                task = client.get_task(entries[i]["task_id"])
-            except AuthenticationError:
-                raise
-            except SoundBulkError as exc:
-                outcomes[i].error = str(exc)
-                still.append(i)
-                continue
-            if task.status == "SUCCESS":
-                entries[i]["run_id"] = outcomes[i].run_id = task.run_id
-                manifest.append({"event": "task", "key": keys[i], "task_id": task.task_id,
-                                 "task_status": "SUCCESS", "run_id": task.run_id})
-            elif task.status == "ERROR":
-                entries[i]["task_status"] = "ERROR"
-                entries[i]["error"] = task.error
-                manifest.append({"event": "task", "key": keys[i], "task_id": task.task_id,
-                                 "task_status": "ERROR", "error": task.error})
-            else:
-                still.append(i)
-        polling = still
-        remaining = deadline - client._clock()
-        if not polling or remaining <= 0:
-            break
-        client._sleep(min(remaining, POLL_MAX, POLL_INITIAL * (1.5 ** rounds)))
-        rounds += 1
-    for i in polling:
-        outcomes[i].status = "pending"
-        outcomes[i].error = "the task is not finished yet; run the same command again later"
-
-    for i, entry in enumerate(entries):
-        if entry.get("task_status") == "ERROR" and not entry.get("run_id"):
-            outcomes[i].status, outcomes[i].error = "failed", entry.get("error") or "the task failed"
-
-    run_ids = []
-    for entry in entries:
-        rid = entry.get("run_id")
-        if rid and rid not in run_ids:
-            run_ids.append(rid)
-    by_run = {}
-    if run_ids:
-        for o in client.fetch(run_ids, out_dir, workers=workers, wait=min(wait, 60.0)):
-            by_run[o.run_id] = o
-    for i, entry in enumerate(entries):
-        o = by_run.get(entry.get("run_id"))
-        if o is not None:
-            outcomes[i].status, outcomes[i].path, outcomes[i].error = o.status, o.path, o.error
-            if o.status == "saved":
-                manifest.append({"event": "saved", "key": keys[i], "run_id": o.run_id, "path": o.path})
-        if on_outcome is not None:
-            on_outcome(outcomes[i])
-    return outcomes
-
-
-# ---------------------------------------------------------------------------
-# Logging
-# ---------------------------------------------------------------------------
-
-def _logger():
-    import logging
-    return logging.getLogger(__name__)
-
-
-def _json():
-    import json  # not at module level: it pulls in `re`, which dominates import time
-    return json
-
-
-# ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
 
 _DESCRIPTION = """\
 Turn the run IDs of finished text-to-sound tasks into verified audio files.
@@ -1683,6 +1681,7 @@ The API key comes from $CAMB_API_KEY; nothing is ever sent over plain http
 except to loopback. Exit status: 0 every run saved or skipped (or, for urls,
 ready); 1 some were not; 2 bad usage or input, nothing sent; 3 the API
 rejected the key; 130 interrupted."""
+
 
 _FETCH_EPILOG = """\
 examples:
@@ -1739,6 +1738,28 @@ def _build_parser():
     urls.set_defaults(handler=_cmd_urls)
     _add_generate_parser(sub, common)
     return parser
+
+
+def _add_generate_parser(sub, common):
+    import argparse
+    gen = sub.add_parser(
+        "generate", parents=[common], help="turn prompts into audio files (creates paid tasks)",
+        description="Create a text-to-sound task per prompt, wait for them, and download the results. "
+                    "Every task is recorded in DIR/%s as it is created, so a rerun of the same command "
+                    "resumes them instead of paying again." % MANIFEST_NAME,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompts; '-' reads one per line from standard input")
+    gen.add_argument("--from-file", metavar="F", help="read prompts from F, one per line ('-' for standard input)")
+    gen.add_argument("-o", "--out", metavar="DIR", default=".", help="folder for the files and the manifest")
+    gen.add_argument("--duration", metavar="S", type=_positive_float,
+                     help="seconds of audio (the API accepts at most %g for sound)" % MAX_SOUND_DURATION)
+    gen.add_argument("--type", dest="audio_type", choices=("sound", "music"), default="sound")
+    gen.add_argument("--workers", metavar="N", type=_worker_count, default=DEFAULT_WORKERS)
+    gen.add_argument("--wait", metavar="SECONDS", type=_nonnegative_float, default=600.0,
+                     help="how long to wait for the tasks to finish (default: %(default)g)")
+    gen.add_argument("--resubmit", action="store_true",
+                     help="submit again a prompt whose earlier submission got no answer (may pay twice)")
+    gen.set_defaults(handler=_cmd_generate)
 
 
 def _positive_float(text):
@@ -1927,28 +1948,6 @@ def _cmd_urls(args, console, stdin):
         console.stdout.write(_json().dumps({"run_id": rid, "status": r.status, "url": r.url, "error": r.error}) + "\n")
     console.stdout.flush()
     return EXIT_OK if all(results[rid].ready for rid in run_ids) else EXIT_INCOMPLETE
-
-
-def _add_generate_parser(sub, common):
-    import argparse
-    gen = sub.add_parser(
-        "generate", parents=[common], help="turn prompts into audio files (creates paid tasks)",
-        description="Create a text-to-sound task per prompt, wait for them, and download the results. "
-                    "Every task is recorded in DIR/%s as it is created, so a rerun of the same command "
-                    "resumes them instead of paying again." % MANIFEST_NAME,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    gen.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompts; '-' reads one per line from standard input")
-    gen.add_argument("--from-file", metavar="F", help="read prompts from F, one per line ('-' for standard input)")
-    gen.add_argument("-o", "--out", metavar="DIR", default=".", help="folder for the files and the manifest")
-    gen.add_argument("--duration", metavar="S", type=_positive_float,
-                     help="seconds of audio (the API accepts at most %g for sound)" % MAX_SOUND_DURATION)
-    gen.add_argument("--type", dest="audio_type", choices=("sound", "music"), default="sound")
-    gen.add_argument("--workers", metavar="N", type=_worker_count, default=DEFAULT_WORKERS)
-    gen.add_argument("--wait", metavar="SECONDS", type=_nonnegative_float, default=600.0,
-                     help="how long to wait for the tasks to finish (default: %(default)g)")
-    gen.add_argument("--resubmit", action="store_true",
-                     help="submit again a prompt whose earlier submission got no answer (may pay twice)")
-    gen.set_defaults(handler=_cmd_generate)
 
 
 def _cmd_generate(args, console, stdin):
