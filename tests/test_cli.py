@@ -14,7 +14,7 @@ import pytest
 import sound_bulk as sb
 from fake_api import API_KEY, body_sha256
 
-MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))
+MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))  # also the cwd of subprocesses: `python -m` looks there first
 
 
 class TTY(io.StringIO):
@@ -211,7 +211,7 @@ def test_sigint_stops_promptly_and_leaves_no_partial_file(fake, tmp_path):
     fake.storage_faults.update({2: ["slow"], 3: ["slow"]})
     env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
     cmd = [sys.executable, "-m", "sound_bulk", "fetch", "1", "2", "3", "-o", str(tmp_path), "--json"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(200):  # until both slow downloads are under way (at most 10 s)
             if len(fake.seen("storage")) >= 3 and os.path.exists(tmp_path / "1.wav"):
@@ -232,6 +232,6 @@ def test_sigint_stops_promptly_and_leaves_no_partial_file(fake, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["1.wav"]  # no partial file, no temp file
     # the next run finishes the rest
     fake.slow_delay = 0
-    code = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    code = subprocess.run(cmd, env=env, cwd=MODULE_DIR, capture_output=True, text=True, timeout=60)
     assert code.returncode == 0, code.stderr
     assert [o["status"] for o in lines(code.stdout)] == ["skipped", "saved", "saved"]

@@ -275,3 +275,34 @@ def test_512_mib_download_keeps_peak_rss_under_64_mib(fake, tmp_path):
     assert got == size
     assert os.path.getsize(tmp_path / "77.wav") == size
     assert rss_kib < 64 * 1024, "peak RSS %d KiB" % rss_kib
+
+
+def _record_syncs(monkeypatch):
+    """Record fsync (by path) and link calls, in order."""
+    calls = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd):
+        try:
+            calls.append(("fsync", os.readlink("/proc/self/fd/%d" % fd)))
+        except OSError:
+            calls.append(("fsync", fd))
+        return real_fsync(fd)
+
+    def link(src, dst, **kw):
+        calls.append(("link", src))
+        return real_link(src, dst, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    return calls
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fds")
+def test_bytes_are_fsynced_before_the_file_gets_its_name(fake, client, tmp_path, monkeypatch):
+    fake.add_run(5, size=100_000)
+    calls = _record_syncs(monkeypatch)
+    client.download(5, str(tmp_path))
+    (link,) = [c for c in calls if c[0] == "link"]
+    assert ("fsync", link[1]) in calls[:calls.index(link)]
+    assert calls[-1] == ("fsync", str(tmp_path))  # and the folder, so the new name is durable too

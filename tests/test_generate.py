@@ -13,7 +13,7 @@ import pytest
 import sound_bulk as sb
 from fake_api import API_KEY
 
-MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))
+MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))  # also the cwd of subprocesses: `python -m` looks there first
 
 
 def run(argv, stdin=""):
@@ -95,7 +95,7 @@ def test_a_killed_run_resumes_its_tasks_without_paying_again(fake, tmp_path):
     fake.task_plan += [("success", 10 ** 6), ("success", 10 ** 6)]
     env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
     cmd = [sys.executable, "-m", "sound_bulk", "generate", "wind", "waves", "-o", str(tmp_path), "--json"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for _ in range(200):  # until both tasks are recorded and being polled (at most 10 s)
             if len(fake.tasks) == 2 and all(t["polls"] for t in fake.tasks.values()):
@@ -109,7 +109,7 @@ def test_a_killed_run_resumes_its_tasks_without_paying_again(fake, tmp_path):
     assert [m["event"] for m in manifest(tmp_path)].count("created") == 2
     for task in fake.tasks.values():
         task["plan"] = ("success", 0)
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(cmd, env=env, cwd=MODULE_DIR, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     got = [json.loads(x) for x in out.stdout.splitlines()]
     assert [g["status"] for g in got] == ["saved", "saved"]
@@ -151,3 +151,19 @@ def test_fetch_takes_a_manifest(env, tmp_path):
     assert code == 0 and [(o["run_id"], o["status"]) for o in out] == [(rid, "saved")]
     code, _, err = run(["fetch", "--manifest", str(tmp_path / "nowhere"), "-o", str(tmp_path)])
     assert code == 2 and "no manifest" in err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fds")
+def test_every_manifest_line_is_fsynced(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink("/proc/self/fd/%d" % fd))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    m = sb.Manifest(str(tmp_path / "m.jsonl"))
+    m.append({"key": "a", "event": "created", "task_id": "t1"})
+    m.append({"key": "b", "event": "created", "task_id": "t2"})
+    assert synced == [str(tmp_path / "m.jsonl")] * 2
