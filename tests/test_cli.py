@@ -204,7 +204,8 @@ def test_help_on_a_bare_interpreter_from_a_lone_copy(tmp_path):
         assert "fetch" in out.stdout and "Traceback" not in out.stderr
 
 
-def test_sigint_stops_promptly_and_leaves_no_partial_file(fake, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path, signum):
     fake.add_run(1, size=50_000)
     fake.add_runs([2, 3], size=2_000_000)
     fake.slow_delay = 30
@@ -219,7 +220,7 @@ def test_sigint_stops_promptly_and_leaves_no_partial_file(fake, tmp_path):
             time.sleep(0.05)
         time.sleep(0.2)
         started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=20)
         took = time.monotonic() - started
     finally:
@@ -235,3 +236,12 @@ def test_sigint_stops_promptly_and_leaves_no_partial_file(fake, tmp_path):
     code = subprocess.run(cmd, env=env, cwd=MODULE_DIR, capture_output=True, text=True, timeout=60)
     assert code.returncode == 0, code.stderr
     assert [o["status"] for o in lines(code.stdout)] == ["skipped", "saved", "saved"]
+
+
+def test_offline_demo_works(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "fake_api.py"), "--demo",
+                          str(tmp_path / "demo")], cwd=MODULE_DIR, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=MODULE_DIR))
+    assert out.returncode == 0, out.stderr
+    assert "saved" in out.stdout and '"status": "skipped"' in out.stdout
+    assert len([n for n in os.listdir(tmp_path / "demo") if n.endswith(".wav")]) == 8
