@@ -516,9 +516,7 @@ class Client:
         if not isinstance(body, dict):
             raise APIError("unexpected task status answer: %s" % _short_repr(body))
         status = str(body.get("status") or "PENDING").upper()
-        run_id = _run_id_value(body.get("run_id")) if body.get("run_id") is not None else None
-        if isinstance(body.get("run_id"), str):
-            run_id = _run_id_value(body["run_id"])
+        run_id = _run_id_value(body["run_id"]) if body.get("run_id") is not None else None
         error = None
         if status in _FAILED_WORDS:
             status = "ERROR"
@@ -762,7 +760,9 @@ def generate(client, prompts, out_dir=".", *, duration=None, audio_type="sound",
             task_id = client.create_task(payload["prompt"], duration=payload.get("duration"),
                                          audio_type=audio_type)
         except (APIError, TransportError) as exc:
-            definite = isinstance(exc, APIError) and not isinstance(exc, AuthenticationError) or (
+            # Only a 4xx answer or a refused connection proves no task was made; after a 5xx (a proxy's
+            # 502 may follow a task the API did create) or a lost answer, it may exist: not paid twice.
+            definite = (isinstance(exc, APIError) and exc.status is not None and 400 <= exc.status < 500) or (
                 isinstance(exc, TransportError) and "refused" in str(exc).lower())
             manifest.append({"event": "submit_failed" if definite else "submit_unknown", "key": key,
                              "error": str(exc)})
@@ -1275,10 +1275,10 @@ class _Pool:
             if answer.status not in (301, 302, 303, 307, 308) or not location:
                 return answer
             try:
-                answer.read_all(64 * 1024)
-            except (OSError, TransportError):
+                answer.read_all(64 * 1024)  # drain it, so the connection can carry the next request
+            except (OSError, _http_errors()):
                 pass
-            answer.close(reuse=True)
+            answer.close(reuse=answer._done)
             new_url = urljoin(url, location.strip())
             new_origin = _origin(new_url)[0]
             if new_origin[0] == "http" and _origin(url)[0][0] == "https" and not _is_loopback(new_origin[1]):
@@ -1539,6 +1539,38 @@ def _publish(tmp_path, path):
 # Many runs: resolve in chunks, download in parallel, poll the pending ones
 # ---------------------------------------------------------------------------
 
+class _InterruptFlag:
+    """While ``fetch`` runs in the main thread, Ctrl-C (and a SIGTERM the CLI maps to it) raises a flag
+    that the loop checks, instead of an exception at whatever line runs then: one raised inside
+    concurrent.futures.wait() can leave a future's lock held, and the threads could never be joined.
+    While the loop only sleeps, no lock is held, so there the exception is raised at once."""
+
+    def __init__(self):
+        self.raised = False
+        self.sleeping = False
+        self._saved = []
+
+    def __enter__(self):
+        import signal
+        if threading.current_thread() is threading.main_thread():
+            for name in ("SIGINT", "SIGTERM"):
+                signum = getattr(signal, name, None)
+                if signum is not None and signal.getsignal(signum) is signal.default_int_handler:
+                    signal.signal(signum, self._handle)
+                    self._saved.append(signum)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+        if self.sleeping:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        import signal
+        for signum in self._saved:
+            signal.signal(signum, signal.default_int_handler)
+
+
 class _Fetch:
     def __init__(self, client, ids, out_dir, workers, wait, progress, on_outcome, cancel):
         self.client, self.ids, self.out_dir = client, ids, out_dir
@@ -1547,6 +1579,7 @@ class _Fetch:
         self.cancel = cancel if cancel is not None else threading.Event()
         self.outcomes = {}
         self.inflight = {}  # future -> ("resolve", chunk) | ("download", run_id)
+        self.interrupt = _InterruptFlag()
 
     def _settle(self, outcome):
         self.outcomes[outcome.run_id] = outcome
@@ -1575,12 +1608,13 @@ class _Fetch:
             return self.ordered()
         from concurrent.futures import ThreadPoolExecutor
         # Bulk calls and downloads have pools of their own, so downloads start while later chunks
-        # are still being resolved; each pool holds at most `workers` connections to its origin.
+        # are still being resolved: at most RESOLVE_WORKERS connections to the API, `workers` to storage.
         resolvers = ThreadPoolExecutor(max_workers=min(self.workers, RESOLVE_WORKERS),
                                        thread_name_prefix="sound_bulk-resolve")
         downloaders = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sound_bulk-download")
         try:
-            self._loop(resolvers, downloaders, todo)
+            with self.interrupt:
+                self._loop(resolvers, downloaders, todo)
         except BaseException as exc:
             self.cancel.set()
             for future in self.inflight:
@@ -1613,6 +1647,8 @@ class _Fetch:
 
         resolve(todo)
         while inflight or waiting:
+            if self.interrupt.raised:
+                raise KeyboardInterrupt
             now = clock()
             if waiting and now >= next_poll:
                 resolve(waiting)
@@ -1621,9 +1657,14 @@ class _Fetch:
                 continue
             timeout = max(0.0, next_poll - now) if waiting else None
             if not inflight:
-                self.client._sleep(timeout)
+                self.interrupt.sleeping = True
+                try:
+                    self.client._sleep(timeout)
+                finally:
+                    self.interrupt.sleeping = False
                 continue
-            done, _ = wait_for(list(inflight), timeout=timeout, return_when=FIRST_COMPLETED)
+            slice_ = 0.2 if timeout is None else min(timeout, 0.2)  # so a raised flag is seen soon
+            done, _ = wait_for(list(inflight), timeout=slice_, return_when=FIRST_COMPLETED)
             for future in done:
                 kind, arg = inflight.pop(future)
                 if kind == "download":

@@ -101,7 +101,8 @@ class FakeCamb:
         self.slow_delay = 0.5
         self.connect_delay = connect_delay
         self.request_delay = request_delay
-        self.task_plan = []  # per created task: ("success", polls) | ("error", polls, reason) | ("pending",)
+        self.task_plan = []  # per created task: ("success", polls) | ("error", polls, reason)
+        self.create_faults = []  # per creation: ("after", status) creates, then answers status; ("before", status) does not
         self.requests = []
         self.connections = {"api": 0, "storage": 0}
         self.issued = {}
@@ -424,9 +425,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if data.get("audio_type", "sound") == "sound" and (not isinstance(duration, (int, float)) or duration > 10):
             return self._send(422, {"detail": [{"loc": ["body", "duration"], "msg": "at most 10", "type": "le"}]})
         with fake.lock:
+            fault = fake.create_faults.pop(0) if fake.create_faults else None
+        if fault and fault[0] == "before":
+            return self._send(fault[1], {"detail": "rejected before creating anything"})
+        with fake.lock:
             plan = fake.task_plan.pop(0) if fake.task_plan else ("success", 1)
             task_id = "task-%04d" % next(fake._task_ids)
             fake.tasks[task_id] = {"plan": plan, "polls": 0, "prompt": data["prompt"], "run_id": None}
+        if fault and fault[0] == "after":  # a proxy's error page after the API did create the task
+            return self._send(fault[1], b"<html><body>502 Bad Gateway</body></html>", "text/html")
         self._send(200, {"task_id": task_id})
 
     def _task_status(self, task_id):

@@ -245,3 +245,26 @@ def test_offline_demo_works(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "saved" in out.stdout and '"status": "skipped"' in out.stdout
     assert len([n for n in os.listdir(tmp_path / "demo") if n.endswith(".wav")]) == 8
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.45, 0.6])
+def test_ctrl_c_at_any_moment_ends_cleanly(fake, tmp_path, delay):
+    """Interrupt at different points (start-up, resolving, downloading, finishing): always a prompt,
+    clean end, whatever the moment."""
+    fake.request_delay = 0.01
+    fake.add_runs(range(1, 41), size=200_000)
+    env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
+    cmd = [sys.executable, "-m", "sound_bulk", "fetch"] + [str(i) for i in range(1, 41)] + [
+        "-o", str(tmp_path), "--json", "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode in (0, 130), err
+    assert "Traceback" not in err
+    assert [n for n in os.listdir(tmp_path) if not n.endswith(".wav")] == []
+    saved = {o["run_id"] for o in lines(out) if o["status"] == "saved"} if out else set()
+    assert saved == {int(n[:-4]) for n in os.listdir(tmp_path)}

@@ -57,7 +57,8 @@ def test_prompts_become_files(env, tmp_path):
 
 def test_task_errors_and_pending_tasks_are_reported(env, tmp_path):
     env.task_plan += [("error", 0, "prompt violates policy"), ("success", 10 ** 6), ("success", 0)]
-    code, got, _ = run(["generate", "bad", "slow", "good", "-o", str(tmp_path), "--json", "--wait", "0"])
+    code, got, _ = run(["generate", "bad", "slow", "good", "-o", str(tmp_path), "--json", "--wait", "0",
+                        "--workers", "1"])  # one at a time, so the plans meet the prompts in order
     assert code == 1
     assert [g["status"] for g in got] == ["failed", "pending", "saved"]
     assert got[0]["error"] == "prompt violates policy"
@@ -167,3 +168,20 @@ def test_every_manifest_line_is_fsynced(tmp_path, monkeypatch):
     m.append({"key": "a", "event": "created", "task_id": "t1"})
     m.append({"key": "b", "event": "created", "task_id": "t2"})
     assert synced == [str(tmp_path / "m.jsonl")] * 2
+
+
+def test_a_5xx_on_creation_may_have_paid_so_no_automatic_resubmission(env, tmp_path):
+    env.create_faults.append(("after", 502))
+    code, got, _ = run(["generate", "surf", "-o", str(tmp_path), "--json"])
+    assert code == 1 and "submission failed: HTTP 502" in got[0]["error"]
+    assert len(env.tasks) == 1  # it was created, though the answer was an error page
+    code, got, _ = run(["generate", "surf", "-o", str(tmp_path), "--json"])
+    assert code == 1 and "--resubmit" in got[0]["error"] and len(env.tasks) == 1
+
+
+def test_a_4xx_on_creation_paid_nothing_so_a_rerun_submits_again(env, tmp_path):
+    env.create_faults.append(("before", 429))
+    code, got, _ = run(["generate", "surf", "-o", str(tmp_path), "--json"])
+    assert code == 1 and "HTTP 429" in got[0]["error"] and env.tasks == {}
+    code, got, _ = run(["generate", "surf", "-o", str(tmp_path), "--json"])
+    assert code == 0 and got[0]["status"] == "saved" and len(env.tasks) == 1
