@@ -194,6 +194,12 @@ def test_verbose_logs_requests_with_secrets_redacted(env, tmp_path):
     assert API_KEY not in err and "fakesig" not in err
 
 
+def _default_sigint():
+    # A shell's background job starts with SIGINT ignored, and children inherit that (Python then
+    # rightly leaves it ignored); these tests want the Ctrl-C a terminal user has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_help_on_a_bare_interpreter_from_a_lone_copy(tmp_path):
     shutil.copy(sb.__file__, tmp_path / "sound_bulk.py")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -212,7 +218,8 @@ def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path, sig
     fake.storage_faults.update({2: ["slow"], 3: ["slow"]})
     env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
     cmd = [sys.executable, "-m", "sound_bulk", "fetch", "1", "2", "3", "-o", str(tmp_path), "--json"]
-    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     try:
         for _ in range(200):  # until both slow downloads are under way (at most 10 s)
             if len(fake.seen("storage")) >= 3 and os.path.exists(tmp_path / "1.wav"):
@@ -256,7 +263,8 @@ def test_ctrl_c_at_any_moment_ends_cleanly(fake, tmp_path, delay):
     env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
     cmd = [sys.executable, "-m", "sound_bulk", "fetch"] + [str(i) for i in range(1, 41)] + [
         "-o", str(tmp_path), "--json", "--workers", "2"]
-    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     try:
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
