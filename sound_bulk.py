@@ -1512,6 +1512,32 @@ class _Writer:
         self.file.close()
 
 
+def _sweep_stale_parts(out_dir):
+    """Remove temp files left by a run that was killed (its process is gone); POSIX only."""
+    if os.name != "posix":
+        return
+    import re
+    try:
+        names = os.listdir(out_dir)
+    except OSError:
+        return
+    for name in names:
+        match = re.match(r"\.\d+\.(\d+)-[0-9a-f]{8}\.part$", name)
+        if not match:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # that process still runs: its download may be under way
+        except ProcessLookupError:
+            pass
+        except (OSError, OverflowError):
+            continue
+        try:
+            os.unlink(os.path.join(out_dir, name))
+        except OSError:
+            pass
+
+
 def _publish(tmp_path, path):
     """Give the finished temp file its final name, never replacing an existing file."""
     try:
@@ -1597,6 +1623,7 @@ class _Fetch:
             for rid in self.ids:
                 self._settle(FetchOutcome(rid, "error", error=why))
             return self.ordered()
+        _sweep_stale_parts(self.out_dir)
         todo = []
         for rid in self.ids:
             path = saved_path(self.out_dir, rid)

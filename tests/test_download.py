@@ -306,3 +306,18 @@ def test_bytes_are_fsynced_before_the_file_gets_its_name(fake, client, tmp_path,
     (link,) = [c for c in calls if c[0] == "link"]
     assert ("fsync", link[1]) in calls[:calls.index(link)]
     assert calls[-1] == ("fsync", str(tmp_path))  # and the folder, so the new name is durable too
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX process check")
+def test_temp_files_of_killed_runs_are_swept_and_live_ones_kept(fake, client, tmp_path):
+    fake.add_run(5, size=1000)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / (".5.%s-0badcafe.part" % gone)
+    live = tmp_path / (".5.%d-0123abcd.part" % os.getpid())
+    mine = tmp_path / "notes.part"
+    for p in (stale, live, mine):
+        p.write_bytes(b"x")
+    outcomes = client.fetch([5], str(tmp_path))
+    assert outcomes[0].status == "saved"
+    assert not stale.exists() and live.exists() and mine.exists()
