@@ -2102,15 +2102,19 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
 
 def console_main():
     """Entry point of the `sound-bulk` script and of `python -m sound_bulk`."""
-    import signal
-    # SIGTERM ends a run like Ctrl-C: temp files removed, what was saved reported.
     try:
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-    except (ValueError, OSError, AttributeError):
-        pass
-    try:
+        import signal
+        # SIGTERM ends a run like Ctrl-C: temp files removed, what was saved reported.
+        try:
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+        except (ValueError, OSError, AttributeError):
+            pass
         code = main()
         sys.stdout.flush()
+    except KeyboardInterrupt:
+        # Ctrl-C before a command was under way (while starting up, say): no traceback, nothing to clean.
+        sys.stderr.write("sound_bulk: interrupted\n")
+        code = EXIT_INTERRUPTED
     except BrokenPipeError:
         # Output piped to a program that stopped reading (e.g. `| head`).
         devnull = os.open(os.devnull, os.O_WRONLY)
