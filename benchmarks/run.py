@@ -66,13 +66,17 @@ def make_certs():
         return ca, cert, key
     os.makedirs(WORK, exist_ok=True)
     ca_key = os.path.join(WORK, "ca.key")
+    # Extensions a strict verifier wants (Python 3.13's default context sets VERIFY_X509_STRICT).
     sh(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "365",
-        "-subj", "/CN=sound_bulk benchmark CA"])
+        "-subj", "/CN=sound_bulk benchmark CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-addext", "subjectKeyIdentifier=hash"])
     csr = os.path.join(WORK, "server.csr")
     sh(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"])
     ext = os.path.join(WORK, "san.ext")
     with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+                "authorityKeyIdentifier=keyid\n")
     sh(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
         "-days", "365", "-extfile", ext])
     return ca, cert, key
