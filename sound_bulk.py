@@ -42,8 +42,8 @@ __all__ = [
     # values
     "RunResult", "FetchOutcome", "Task", "PromptOutcome", "Manifest",
     # functions and the client
-    "validate_run_ids", "chunked", "parse_results", "sniff_audio", "Client", "generate",
-    "manifest_run_ids", "main",
+    "validate_run_ids", "chunked", "parse_results", "sniff_audio", "saved_path", "Client", "generate",
+    "manifest_run_ids", "prompt_keys", "main",
 ]
 
 import os
@@ -1812,17 +1812,19 @@ def _add_generate_parser(sub, common):
     import argparse
     gen = sub.add_parser(
         "generate", parents=[common], help="turn prompts into audio files (creates paid tasks)",
-        description="Create a text-to-sound task per prompt, wait for them, and download the results. "
-                    "Every task is recorded in DIR/%s as it is created, so a rerun of the same command "
-                    "resumes them instead of paying again." % MANIFEST_NAME,
+        description="Create a text-to-sound task per prompt, wait for them, and download the results.\n"
+                    "Every task is recorded in DIR/%s as it is created, so a rerun\n"
+                    "of the same command resumes them instead of paying again." % MANIFEST_NAME,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompts; '-' reads one per line from standard input")
     gen.add_argument("--from-file", metavar="F", help="read prompts from F, one per line ('-' for standard input)")
     gen.add_argument("-o", "--out", metavar="DIR", default=".", help="folder for the files and the manifest")
     gen.add_argument("--duration", metavar="S", type=_positive_float,
                      help="seconds of audio (the API accepts at most %g for sound)" % MAX_SOUND_DURATION)
-    gen.add_argument("--type", dest="audio_type", choices=("sound", "music"), default="sound")
-    gen.add_argument("--workers", metavar="N", type=_worker_count, default=DEFAULT_WORKERS)
+    gen.add_argument("--type", dest="audio_type", choices=("sound", "music"), default="sound",
+                     help="what to generate (default: %(default)s)")
+    gen.add_argument("--workers", metavar="N", type=_worker_count, default=DEFAULT_WORKERS,
+                     help="parallel submissions and downloads (default: %(default)d)")
     gen.add_argument("--wait", metavar="SECONDS", type=_nonnegative_float, default=600.0,
                      help="how long to wait for the tasks to finish (default: %(default)g)")
     gen.add_argument("--resubmit", action="store_true",
