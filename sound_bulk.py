@@ -1832,26 +1832,24 @@ def _add_generate_parser(sub, common):
     gen.set_defaults(handler=_cmd_generate)
 
 
-def _positive_float(text):
+def _seconds(text, zero_ok=False):
+    """A finite number of seconds from the command line: more than 0, or 0 or more."""
     import argparse
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError("%r is not a number" % text) from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError("must be more than 0")
+    if not (0 <= value if zero_ok else 0 < value) or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be 0 or more" if zero_ok else "must be more than 0")
     return value
+
+
+def _positive_float(text):
+    return _seconds(text)
 
 
 def _nonnegative_float(text):
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+    return _seconds(text, zero_ok=True)
 
 
 def _worker_count(text):
