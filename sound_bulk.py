@@ -220,7 +220,26 @@ class RunResult:
             self.run_id, self.status, redact_url(self.url), self.error)
 
 
-class FetchOutcome:
+class _Outcome:
+    """An outcome that is one ``--json`` line: subclasses name their ``__slots__`` in output order."""
+
+    __slots__ = ()
+
+    @property
+    def ok(self):
+        return self.status in ("saved", "skipped")
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.as_dict() == other.as_dict()
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__, ", ".join("%s=%r" % kv for kv in self.as_dict().items()))
+
+
+class FetchOutcome(_Outcome):
     """How one requested run ended in ``fetch``: the ``--json`` line, as an object.
 
     ``status``: ``saved``, ``skipped``, ``pending``, ``failed``, ``missing`` or ``error``.
@@ -234,20 +253,6 @@ class FetchOutcome:
         self.path = path
         self.bytes = bytes
         self.error = error
-
-    @property
-    def ok(self):
-        return self.status in ("saved", "skipped")
-
-    def as_dict(self):
-        return {"run_id": self.run_id, "status": self.status, "path": self.path,
-                "bytes": self.bytes, "error": self.error}
-
-    def __eq__(self, other):
-        return isinstance(other, FetchOutcome) and self.as_dict() == other.as_dict()
-
-    def __repr__(self):
-        return "FetchOutcome(%s)" % ", ".join("%s=%r" % kv for kv in self.as_dict().items())
 
 
 class Task:
@@ -267,7 +272,7 @@ class Task:
             self.task_id, self.status, self.run_id, self.error)
 
 
-class PromptOutcome:
+class PromptOutcome(_Outcome):
     """How one prompt ended in ``generate``: the ``--json`` line, as an object."""
 
     __slots__ = ("prompt", "task_id", "run_id", "status", "path", "error")
@@ -275,17 +280,6 @@ class PromptOutcome:
     def __init__(self, prompt, task_id=None, run_id=None, status="error", path=None, error=None):
         self.prompt, self.task_id, self.run_id = prompt, task_id, run_id
         self.status, self.path, self.error = status, path, error
-
-    @property
-    def ok(self):
-        return self.status in ("saved", "skipped")
-
-    def as_dict(self):
-        return {"prompt": self.prompt, "task_id": self.task_id, "run_id": self.run_id,
-                "status": self.status, "path": self.path, "error": self.error}
-
-    def __repr__(self):
-        return "PromptOutcome(%s)" % ", ".join("%s=%r" % kv for kv in self.as_dict().items())
 
 
 # ---------------------------------------------------------------------------
@@ -683,17 +677,13 @@ class Manifest:
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
             try:
-                if os.fstat(fd).st_size and not self._ends_with_newline(fd):
+                size = os.fstat(fd).st_size
+                if size and hasattr(os, "pread") and os.pread(fd, 1, size - 1) != b"\n":
                     data = b"\n" + data  # seal a torn line left by a crash
                 os.write(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-
-    @staticmethod
-    def _ends_with_newline(fd):
-        size = os.fstat(fd).st_size
-        return os.pread(fd, 1, size - 1) == b"\n" if hasattr(os, "pread") else True
 
     def state(self):
         """``{key: merged record}`` for every prompt occurrence the manifest knows."""
@@ -1457,7 +1447,9 @@ class _Download:
         return ext
 
 
-_DISK_ERRNOS = frozenset({28, 122, 13, 30, 5, 27})  # ENOSPC, EDQUOT, EACCES, EROFS, EIO, EFBIG
+#: Errors of the local disk: a new try over the network cannot help them.
+_DISK_ERRNOS = frozenset(getattr(__import__("errno"), name, -1)
+                         for name in ("ENOSPC", "EDQUOT", "EACCES", "EROFS", "EIO", "EFBIG"))
 
 
 class _Writer:
@@ -2037,8 +2029,6 @@ def _cmd_generate(args, console, stdin):
             prompts.append(value)
     if not prompts:
         raise ConfigurationError("no prompts given (pass PROMPT..., '-' or --from-file F)")
-    for p in prompts:
-        _task_payload(p, args.duration, args.audio_type, None, None, None)  # all checked before any is sent
     started = time.monotonic()
     with _client_from(args) as client:
         try:
@@ -2071,11 +2061,13 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
         parser.print_help(stderr)
         return EXIT_USAGE
     console = _Console(args, stdout, stderr)
+    handler = None
     if args.verbose:
         import logging
         handler = logging.StreamHandler(stderr)
         handler.setFormatter(logging.Formatter("sound_bulk: %(message)s"))
         log = logging.getLogger(__name__)
+        old_level = log.level
         log.addHandler(handler)
         log.setLevel(logging.DEBUG)
     try:
@@ -2093,11 +2085,9 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
         console.problem("interrupted")
         return EXIT_INTERRUPTED
     finally:
-        if args.verbose:
-            logging_module = sys.modules.get("logging")
-            if logging_module is not None:
-                for h in list(logging_module.getLogger(__name__).handlers):
-                    logging_module.getLogger(__name__).removeHandler(h)
+        if handler is not None:
+            log.removeHandler(handler)
+            log.setLevel(old_level)
 
 
 def console_main():

@@ -210,11 +210,6 @@ class FakeCamb:
         raise ValueError(run.state)
 
 
-def _format_http_date(ts):
-    import email.utils
-    return email.utils.formatdate(ts, usegmt=True)
-
-
 class _Server:
     def __init__(self, fake, role, port, tls=True):
         self.fake = fake
@@ -488,17 +483,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(200, _MAGIC["html"] * 4, "text/html")
         size, kind = run.size, run.kind
         start, end, status = 0, size, 200
+        etag = '"%s"' % hashlib.md5(("%d-%d" % (rid, size)).encode()).hexdigest()
         rng = self.headers.get("Range")
         if rng and fake.range_support:
             if_range = self.headers.get("If-Range")
-            etag = '"%s"' % hashlib.md5(("%d-%d" % (rid, size)).encode()).hexdigest()
             if not if_range or if_range == etag:
                 first = int(rng.split("=")[1].split("-")[0])
                 if first < size:
                     start, status = first, 206
         headers = [("Accept-Ranges", "bytes")] if fake.range_support else []
         if fake.send_etag:
-            headers.append(("ETag", '"%s"' % hashlib.md5(("%d-%d" % (rid, size)).encode()).hexdigest()))
+            headers.append(("ETag", etag))
         if status == 206:
             headers.append(("Content-Range", "bytes %d-%d/%d" % (start, size - 1, size)))
         self.send_response(status)

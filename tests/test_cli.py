@@ -280,3 +280,18 @@ def test_ctrl_c_at_any_moment_ends_cleanly(fake, tmp_path, delay):
     assert [n for n in os.listdir(tmp_path) if not n.endswith(".wav")] == []
     saved = {o["run_id"] for o in lines(out) if o["status"] == "saved"} if out else set()
     assert saved == {int(n[:-4]) for n in os.listdir(tmp_path)}
+
+
+def test_verbose_leaves_the_callers_logging_as_it_was(env, tmp_path):
+    import logging
+    log = logging.getLogger("sound_bulk")
+    mine = logging.NullHandler()
+    log.addHandler(mine)
+    log.setLevel(logging.WARNING)
+    try:
+        env.add_runs([1])
+        assert run(["fetch", "1", "-o", str(tmp_path), "-v"])[0] == 0
+        assert log.handlers == [mine] and log.level == logging.WARNING
+    finally:
+        log.removeHandler(mine)
+        log.setLevel(logging.NOTSET)
