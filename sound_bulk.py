@@ -1,6 +1,6 @@
 """sound_bulk: turn finished text-to-sound run IDs into verified audio files.
 
-One file, standard library only, CPython 3.8 to 3.13. Copy it into your project
+One file, standard library only, CPython 3.6 to 3.13. Copy it into your project
 (or run it in place) and either use it as a library::
 
     import sound_bulk
@@ -857,7 +857,7 @@ def _run_id_value(item):
         value = item
     elif isinstance(item, str):
         text = item.strip()
-        if not (text and text.isascii() and text.isdigit()) or len(text) > 40:
+        if not text or len(text) > 40 or text.strip("0123456789"):  # ASCII digits only (no str.isascii on 3.6)
             return None
         value = int(text)
     else:
@@ -1234,12 +1234,11 @@ class _Pool:
             try:
                 conn.request(method, target, body=body, headers=headers)
                 response = conn.getresponse()
-            except ssl.CertificateError as exc:
+            except (OSError, http.client.HTTPException, ssl.CertificateError) as exc:
                 self.give_back(origin, conn, False)
-                raise TransportError("TLS verification failed for %s: %s" % (
-                    _origin_text(origin), exc), retryable=False) from None
-            except (OSError, http.client.HTTPException) as exc:
-                self.give_back(origin, conn, False)
+                if _tls_rejected(exc):
+                    raise TransportError("TLS verification failed for %s: %s" % (
+                        _origin_text(origin), exc), retryable=False) from None
                 if reused and isinstance(exc, (ConnectionError, http.client.BadStatusLine)):
                     continue  # a kept-alive connection the server had closed: once more, fresh
                 raise TransportError("%s %s: %s" % (method, redact_url(url), _exc_text(exc))) from None
@@ -1291,6 +1290,12 @@ def _exc_text(exc):
         return "timed out"
     text = str(exc)
     return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
+
+
+def _tls_rejected(exc):
+    """The server's certificate failed verification: ssl.CertificateError on 3.7+, a plain SSLError on 3.6."""
+    import ssl
+    return isinstance(exc, ssl.CertificateError) or getattr(exc, "reason", None) == "CERTIFICATE_VERIFY_FAILED"
 
 
 def _http_errors():

@@ -16,6 +16,7 @@ import http.server
 import itertools
 import json
 import socket
+import socketserver
 import ssl
 import struct
 import threading
@@ -231,7 +232,7 @@ class _Server:
         self.httpd.server_close()
 
 
-class _ThreadingServer(http.server.ThreadingHTTPServer):
+class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):  # ThreadingHTTPServer is 3.7+
     daemon_threads = True
     allow_reuse_address = True
     tls = None

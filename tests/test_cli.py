@@ -14,6 +14,8 @@ import pytest
 import sound_bulk as sb
 from fake_api import API_KEY, body_sha256
 
+CAPTURE = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)  # capture_output, text: 3.7+
+
 MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))  # also the cwd of subprocesses: `python -m` looks there first
 
 
@@ -204,7 +206,7 @@ def test_help_on_a_bare_interpreter_from_a_lone_copy(tmp_path):
     shutil.copy(sb.__file__, tmp_path / "sound_bulk.py")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for argv in (["-S", "-m", "sound_bulk", "--help"], ["-I", "sound_bulk.py", "fetch", "--help"]):
-        out = subprocess.run([sys.executable] + argv, cwd=str(tmp_path), env=env, capture_output=True, text=True,
+        out = subprocess.run([sys.executable] + argv, cwd=str(tmp_path), env=env, **CAPTURE,
                              timeout=60)
         assert out.returncode == 0, out.stderr
         assert "fetch" in out.stdout and "Traceback" not in out.stderr
@@ -218,7 +220,7 @@ def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path, sig
     fake.storage_faults.update({2: ["slow"], 3: ["slow"]})
     env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
     cmd = [sys.executable, "-m", "sound_bulk", "fetch", "1", "2", "3", "-o", str(tmp_path), "--json"]
-    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, **CAPTURE,
                             preexec_fn=_default_sigint)
     try:
         for _ in range(200):  # until both slow downloads are under way (at most 10 s)
@@ -240,14 +242,14 @@ def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path, sig
     assert sorted(os.listdir(tmp_path)) == ["1.wav"]  # no partial file, no temp file
     # the next run finishes the rest
     fake.slow_delay = 0
-    code = subprocess.run(cmd, env=env, cwd=MODULE_DIR, capture_output=True, text=True, timeout=60)
+    code = subprocess.run(cmd, env=env, cwd=MODULE_DIR, **CAPTURE, timeout=60)
     assert code.returncode == 0, code.stderr
     assert [o["status"] for o in lines(code.stdout)] == ["skipped", "saved", "saved"]
 
 
 def test_offline_demo_works(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "fake_api.py"), "--demo",
-                          str(tmp_path / "demo")], cwd=MODULE_DIR, capture_output=True, text=True, timeout=120,
+                          str(tmp_path / "demo")], cwd=MODULE_DIR, **CAPTURE, timeout=120,
                          env=dict(os.environ, PYTHONPATH=MODULE_DIR))
     assert out.returncode == 0, out.stderr
     assert "saved" in out.stdout and '"status": "skipped"' in out.stdout
@@ -263,7 +265,7 @@ def test_ctrl_c_at_any_moment_ends_cleanly(fake, tmp_path, delay):
     env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
     cmd = [sys.executable, "-m", "sound_bulk", "fetch"] + [str(i) for i in range(1, 41)] + [
         "-o", str(tmp_path), "--json", "--workers", "2"]
-    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, **CAPTURE,
                             preexec_fn=_default_sigint)
     try:
         for _ in range(400):  # until the fetch is under way (at most 20 s)

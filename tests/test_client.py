@@ -227,7 +227,7 @@ def test_tls_is_verified(tmp_path):
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+                   check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     waits = []
     with FakeCamb(tls=tls_context(str(cert), str(key))) as f:
         f.add_run(1)

@@ -13,6 +13,8 @@ from hypothesis import given, settings, strategies as st
 import sound_bulk as sb
 from fake_api import API_KEY, body_bytes, body_sha256
 
+CAPTURE = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)  # capture_output, text: 3.7+
+
 
 def sha(path):
     with open(path, "rb") as f:
@@ -269,7 +271,7 @@ def test_512_mib_download_keeps_peak_rss_under_64_mib(fake, tmp_path):
             pass
         print(size, peak)
     """) % (os.path.dirname(os.path.abspath(sb.__file__)), API_KEY, fake.base_url, str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", child], **CAPTURE, timeout=300)
     assert out.returncode == 0, out.stderr
     got, rss_kib = map(int, out.stdout.split())
     assert got == size
@@ -311,8 +313,7 @@ def test_bytes_are_fsynced_before_the_file_gets_its_name(fake, client, tmp_path,
 @pytest.mark.skipif(os.name != "posix", reason="POSIX process check")
 def test_temp_files_of_killed_runs_are_swept_and_live_ones_kept(fake, client, tmp_path):
     fake.add_run(5, size=1000)
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **CAPTURE).stdout.strip()
     stale = tmp_path / (".5.%s-0badcafe.part" % gone)
     live = tmp_path / (".5.%d-0123abcd.part" % os.getpid())
     mine = tmp_path / "notes.part"

@@ -13,6 +13,8 @@ import pytest
 import sound_bulk as sb
 from fake_api import API_KEY
 
+CAPTURE = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)  # capture_output, text: 3.7+
+
 MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))  # also the cwd of subprocesses: `python -m` looks there first
 
 
@@ -110,7 +112,7 @@ def test_a_killed_run_resumes_its_tasks_without_paying_again(fake, tmp_path):
     assert [m["event"] for m in manifest(tmp_path)].count("created") == 2
     for task in fake.tasks.values():
         task["plan"] = ("success", 0)
-    out = subprocess.run(cmd, env=env, cwd=MODULE_DIR, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(cmd, env=env, cwd=MODULE_DIR, **CAPTURE, timeout=60)
     assert out.returncode == 0, out.stderr
     got = [json.loads(x) for x in out.stdout.splitlines()]
     assert [g["status"] for g in got] == ["saved", "saved"]
