@@ -95,6 +95,13 @@ READ_CHUNK = 64 * 1024
 MAX_JSON_BYTES = 16 * 1024 * 1024
 #: Fresh URLs asked for one run when its presigned URL has expired.
 URL_REFRESHES = 2
+#: The low-speed rule for downloads (curl's --speed-limit/--speed-time): a transfer that brings
+#: fewer than LOW_SPEED_LIMIT bytes per second, measured over LOW_SPEED_TIME seconds, is broken
+#: off and tried again like any broken transfer.  (``timeout`` bounds each read; this bounds a
+#: body that trickles in one byte at a time, never idle long enough to time out.)
+LOW_SPEED_LIMIT = 1024
+#: Seconds over which the low-speed rule measures (see LOW_SPEED_LIMIT).
+LOW_SPEED_TIME = 30.0
 #: Extensions a saved run may have; a rerun skips a run with any of them.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 #: First and longest wait between two polls of runs (or tasks) that are not ready.
@@ -930,6 +937,60 @@ def _describe_bytes(head):
     return "bytes that are not a known audio format"
 
 
+#: The 16-byte chunk IDs of Sony Wave64 (W64): the file's own, its form type and its audio data.
+_W64_RIFF = b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00"
+_W64_WAVE = b"wave\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
+_W64_DATA = b"data\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
+_UNKNOWN_SIZE = 0xFFFFFFFF  # what a streaming WAV writer leaves in a size it could not go back to
+
+
+def _declared_length(head):
+    """How many bytes a file that starts with ``head`` says it has, or None when it does not say.
+
+    WAV (RIFF, RIFX, RF64/BW64 through their ds64 chunk, W64) and AIFF carry the size of the whole
+    file in their first bytes, WAV also the size of its ``data`` chunk: the longer of the two counts.
+    """
+    import struct
+    head = bytes(head)
+    if head[:16] == _W64_RIFF and len(head) >= 24:
+        return _chunk_walk(head, struct.unpack("<Q", head[16:24])[0], 40, 16, "<Q", 8, (_W64_DATA,), None)
+    if head[:4] not in (b"RIFF", b"RIFX", b"RF64", b"BW64", b"FORM") or len(head) < 8:
+        return None
+    order = ">" if head[:4] in (b"RIFX", b"FORM") else "<"
+    size = struct.unpack(order + "I", head[4:8])[0]
+    total = size + 8 if size != _UNKNOWN_SIZE else None
+    data64 = None
+    if head[12:16] == b"ds64" and len(head) >= 36:  # RF64/BW64: the real sizes, in 64 bits
+        riff64, data64 = struct.unpack("<QQ", head[20:36])
+        total = riff64 + 8
+    return _chunk_walk(head, total, 12, 4, order + "I", 2, (b"data", b"SSND"), data64)
+
+
+def _chunk_walk(head, total, pos, id_size, size_format, align, data_ids, data64):
+    """The larger of ``total`` and the end of the audio data chunk, if that chunk is within ``head``.
+
+    Chunks are an ID of ``id_size`` bytes and a size (``size_format``), padded to ``align`` bytes;
+    a W64 size counts its own header, a RIFF or AIFF size does not.
+    """
+    import struct
+    header = id_size + struct.calcsize(size_format)
+    ends = [total] if total is not None else []
+    while pos + header <= len(head):
+        chunk_id = head[pos:pos + id_size]
+        size = struct.unpack(size_format, head[pos + id_size:pos + header])[0]
+        body = size - header if id_size == 16 else size
+        if chunk_id in data_ids:
+            if size == _UNKNOWN_SIZE:
+                body = data64
+            if body is not None and body >= 0:
+                ends.append(pos + header + body)
+            break
+        if body < 0:
+            break
+        pos += header + body + (-body % align)
+    return max(ends) if ends else None
+
+
 def _short_repr(value, limit=60):
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -1032,13 +1093,28 @@ def _int_or_none(value):
 
 
 def _content_range(value):
-    """``bytes START-END/TOTAL`` -> (START, TOTAL); (None, None) when unreadable."""
+    """``bytes START-END/TOTAL`` -> (START, END, TOTAL); (None, None, None) when unreadable."""
     try:
-        unit, _, rest = (value or "").partition(" ")
+        unit, _, rest = (value or "").strip().partition(" ")
         span, _, total = rest.partition("/")
-        return int(span.partition("-")[0]), int(total)
+        start, _, end = span.partition("-")
+        if unit.lower() != "bytes":
+            raise ValueError(unit)
+        return int(start), int(end), int(total)
     except ValueError:
-        return None, None
+        return None, None, None
+
+
+def _validator(answer):
+    """What names this version of the object for ``If-Range``: a strong ETag, else Last-Modified.
+
+    None when the storage sent neither (a weak ETag cannot be used with ``If-Range``).
+    """
+    etag = answer.header("etag")
+    if etag and not etag.startswith("W/"):
+        return ("ETag", etag)
+    modified = answer.header("last-modified")
+    return ("Last-Modified", modified) if modified else None
 
 
 def _logger():
@@ -1121,8 +1197,9 @@ class _Answer:
     def header(self, name):
         return self.headers.get(name)
 
-    def readinto(self, buf):
-        return self.response.readinto(buf)
+    def read1(self, limit):
+        """What has arrived, up to ``limit`` bytes, with at most one read from the socket."""
+        return self.response.read1(limit)
 
     def read_some(self, limit):
         """Up to ``limit`` bytes of an error body; b"" when even that fails."""
@@ -1320,7 +1397,7 @@ class _Download:
         self.client, self.rid, self.out_dir, self.url = client, rid, out_dir, url
         self.progress = progress
         self.cancel = cancel
-        self.total = self.etag = self.ext = None  # what the storage said of the object, kept across tries
+        self.total = self.validator = self.ext = None  # what the storage said of the object, kept across tries
 
     def run(self):
         tmp_path = os.path.join(self.out_dir, ".%d.%d-%s.part" % (self.rid, os.getpid(), os.urandom(4).hex()))
@@ -1379,16 +1456,15 @@ class _Download:
             client._sleep(wait)
 
     def _attempt(self, writer):
-        """One GET: from the start, or from ``writer.size`` when the object's length is known."""
+        """One GET: from the start, or from ``writer.size`` when the object's length and validator are known."""
         import http.client
         headers = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "identity"}
-        resume = writer.size > 0 and self.total is not None
+        resume = writer.size > 0 and self.total is not None and self.validator is not None
         if resume:
             headers["Range"] = "bytes=%d-" % writer.size
-            if self.etag:
-                headers["If-Range"] = self.etag
+            headers["If-Range"] = self.validator[1]
         elif writer.size:
-            writer.restart()
+            writer.restart()  # no validator: appending could splice two versions of the object
         with self.client._pool.request("GET", self.url, headers) as answer:
             status = answer.status
             if status in (400, 401, 403):
@@ -1399,17 +1475,16 @@ class _Download:
                                     run_id=self.rid)
             if status in RETRY_STATUSES or status >= 500:
                 raise _Retry("HTTP %d from storage" % status)
-            etag = answer.header("etag")
-            if status == 206 and resume:
-                start, total = _content_range(answer.header("content-range"))
-                if start != writer.size or total != self.total or (self.etag and etag and etag != self.etag):
-                    writer.restart()
-                    raise _Retry("the object changed while resuming; starting over")
+            if resume and status in (206, 416):
+                problem = self._resume_problem(answer, writer)
+                if problem:
+                    self._forget(writer)
+                    raise _Retry(problem + "; starting over")
             elif status == 200:
                 if writer.size:
                     writer.restart()  # the storage ignored Range (or the object changed): start over
                 self.total = _int_or_none(answer.header("content-length"))
-                self.etag = etag
+                self.validator = _validator(answer)
                 self.ext = None
             else:
                 raise DownloadError("run %d: HTTP %d %s from storage: %s" % (
@@ -1422,26 +1497,59 @@ class _Download:
                 raise _Retry("transfer broke after %d bytes: %s" % (writer.size, _exc_text(exc))) from None
             answer.finished()
 
+    def _resume_problem(self, answer, writer):
+        """Why the answer to a range request cannot be appended to what we have, or None when it can.
+
+        The storage's word is not taken for it (some ignore ``If-Range``): the 206 must name the
+        same version of the object, and cover exactly the bytes from ``writer.size`` to the end.
+        """
+        if answer.status == 416:
+            return "HTTP 416 for bytes %d-" % writer.size
+        start, end, total = _content_range(answer.header("content-range"))
+        if start is None:
+            return "a 206 without a readable Content-Range"
+        if (start, end, total) != (writer.size, self.total - 1, self.total):
+            return "a 206 for bytes %d-%d/%d instead of %d-%d/%d" % (
+                start, end, total, writer.size, self.total - 1, self.total)
+        if _validator(answer) != self.validator:
+            return "the object changed while resuming (its %s differs)" % self.validator[0]
+        return None
+
+    def _forget(self, writer):
+        """Drop the partial body and what the storage said of the object: the next try starts over."""
+        writer.restart()
+        self.total = self.validator = self.ext = None
+
     def _stream(self, answer, writer, ext, expected):
-        buf = bytearray(READ_CHUNK)
-        view = memoryview(buf)
         cancel = self.cancel
         progress = self.progress
+        clock = self.client._clock
+        since, got = clock(), 0  # the low-speed rule's window
         while True:
             if cancel is not None and cancel.is_set():
                 raise DownloadError("interrupted", run_id=self.rid)
-            n = answer.readinto(view)
-            if not n:
+            data = answer.read1(READ_CHUNK)
+            if not data:
                 break
-            writer.write(view[:n])
+            writer.write(data)
             if ext is None and writer.head_ready():
                 ext = self._check_head(writer.head)
             if progress is not None:
-                progress(n)
+                progress(len(data))
+            got += len(data)
+            now = clock()
+            if now - since >= LOW_SPEED_TIME:
+                if got < LOW_SPEED_LIMIT * (now - since):
+                    raise _Retry("too slow: %d bytes in %.0f s (the limit is %d bytes/s over %.0f s)" % (
+                        got, now - since, LOW_SPEED_LIMIT, LOW_SPEED_TIME))
+                since, got = now, 0
         if ext is None:
             ext = self._check_head(writer.head)
         if expected is not None and writer.size != expected:
             raise _Retry("truncated: got %d of %d bytes" % (writer.size, expected))
+        declared = _declared_length(writer.head)
+        if declared is not None and writer.size < declared:
+            raise _Retry("truncated: got %d of the %d bytes its header declares" % (writer.size, declared))
         return ext
 
     def _check_head(self, head):
@@ -1465,7 +1573,7 @@ class _Writer:
     fsync before the rename finds little left to do instead of a whole file's worth.
     """
 
-    HEAD = 64  # enough to recognise audio, and to say what a non-audio body is
+    HEAD = 4096  # enough to recognise audio (two MPEG frames), find a WAV's data chunk, name a non-audio body
     WRITEBACK_STEP = 8 * 1024 * 1024
 
     def __init__(self, fileobj):

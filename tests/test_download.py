@@ -95,14 +95,15 @@ def test_range_less_storage_starts_over(fake, client, tmp_path):
     assert len(fake.seen("storage")) == 2
 
 
-def test_storage_without_etag_still_resumes_by_length(fake, client, tmp_path):
+def test_storage_without_etag_starts_over(fake, client, tmp_path):
+    # Nothing names the version of the object, so appending could splice two of them.
     size = 1024 * 1024
     fake.send_etag = False
     fake.add_run(5, size=size)
     fake.storage_faults[5] = ["truncate"]
     path, _ = client.download(5, str(tmp_path))
     assert sha(path) == body_sha256(5, size)
-    assert fake.seen("storage")[1]["headers"]["range"] == "bytes=%d-" % (size // 2)
+    assert "range" not in fake.seen("storage")[1]["headers"]
 
 
 @pytest.mark.parametrize("faults", [["reset"], ["503"], ["503", "reset", "truncate"]])
@@ -217,14 +218,17 @@ class ChoppyAnswer:
     def __init__(self, data, sizes):
         self.data, self.sizes, self.pos = data, list(sizes), 0
 
-    def readinto(self, view):
-        if self.pos >= len(self.data):
-            return 0
-        n = self.sizes.pop(0) if self.sizes else len(view)
-        n = max(1, min(n, len(view), len(self.data) - self.pos))
-        view[:n] = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return n
+    def read1(self, limit):
+        n = self.sizes.pop(0) if self.sizes else limit
+        n = max(1, min(n, limit))
+        piece = self.data[self.pos:self.pos + n]
+        self.pos += len(piece)
+        return piece
+
+
+class NoClient:
+    """What _Download._stream needs of a Client: a clock (standing still)."""
+    _clock = staticmethod(lambda: 0.0)
 
 
 @settings(max_examples=150, deadline=None)
@@ -236,7 +240,7 @@ def test_any_chunk_boundaries_give_the_same_file(tmp_path_factory, size, sizes, 
     target = folder / "out"
     writer = sb._Writer(open(target, "wb", buffering=0))
     seen = []
-    download = sb._Download(None, 3, str(folder), "http://x/", seen.append, None)
+    download = sb._Download(NoClient, 3, str(folder), "http://x/", seen.append, None)
     ext = download._stream(ChoppyAnswer(data, sizes), writer, None, len(data))
     writer.commit()
     writer.close()
@@ -248,7 +252,7 @@ def test_any_chunk_boundaries_give_the_same_file(tmp_path_factory, size, sizes, 
 def test_short_body_against_content_length_is_caught():
     data = b"".join(body_bytes(3, 1000))
     writer = sb._Writer(io.BytesIO())
-    download = sb._Download(None, 3, ".", "http://x/", None, None)
+    download = sb._Download(NoClient, 3, ".", "http://x/", None, None)
     with pytest.raises(sb._Retry, match="truncated: got 1000 of 2000"):
         download._stream(ChoppyAnswer(data, [10, 500]), writer, None, 2000)
 
