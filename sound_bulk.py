@@ -1199,7 +1199,10 @@ class _Answer:
 
     def read1(self, limit):
         """What has arrived, up to ``limit`` bytes, with at most one read from the socket."""
-        return self.response.read1(limit)
+        data = self.response.read1(limit)
+        if not data:
+            self.response.close()  # as readinto does at the end: the connection may carry the next request
+        return data
 
     def read_some(self, limit):
         """Up to ``limit`` bytes of an error body; b"" when even that fails."""
