@@ -2,6 +2,17 @@ import os
 import sys
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# SOUND_BULK_THOROUGH=1: a long search (2000 examples per property, more Ctrl-C moments), for before a
+# release.  By default few examples per property, so the whole suite stays under 10 s (it runs many times
+# a day, each run drawing new examples).  No deadline and no "too slow" check: a loaded machine must not
+# fail a test that is correct.  `--hypothesis-profile thorough` also works for the properties alone.
+THOROUGH = bool(os.environ.get("SOUND_BULK_THOROUGH"))
+_relaxed = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("default", max_examples=40, **_relaxed)
+settings.register_profile("thorough", max_examples=2000, **_relaxed)
+settings.load_profile("thorough" if THOROUGH else "default")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

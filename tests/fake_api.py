@@ -103,6 +103,7 @@ class FakeCamb:
         self.connect_delay = connect_delay
         self.request_delay = request_delay
         self.task_plan = []  # per created task: ("success", polls) | ("error", polls, reason)
+        self.default_task_plan = ("success", 1)  # for tasks beyond task_plan: one PENDING answer, then done
         self.create_faults = []  # per creation: ("after", status) creates, then answers status; ("before", status) does not
         self.requests = []
         self.connections = {"api": 0, "storage": 0}
@@ -157,8 +158,12 @@ class FakeCamb:
         return self
 
     def stop(self):
-        for server in self._servers():
-            server.stop()
+        # Each server notices a shutdown request only at its next poll: ask them all at once.
+        stoppers = [threading.Thread(target=server.stop) for server in self._servers()]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(10)
 
     def stats(self):
         with self.lock:
@@ -224,7 +229,7 @@ class _Server:
         self.thread = None
 
     def start(self):
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     def stop(self):
@@ -425,7 +430,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if fault and fault[0] == "before":
             return self._send(fault[1], {"detail": "rejected before creating anything"})
         with fake.lock:
-            plan = fake.task_plan.pop(0) if fake.task_plan else ("success", 1)
+            plan = fake.task_plan.pop(0) if fake.task_plan else fake.default_task_plan
             task_id = "task-%04d" % next(fake._task_ids)
             fake.tasks[task_id] = {"plan": plan, "polls": 0, "prompt": data["prompt"], "run_id": None}
         if fault and fault[0] == "after":  # a proxy's error page after the API did create the task

@@ -225,8 +225,9 @@ def test_tls_is_verified(tmp_path):
     sys.path.insert(0, str(tmp_path))
     from fake_api import FakeCamb, tls_context
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     waits = []
     with FakeCamb(tls=tls_context(str(cert), str(key))) as f:

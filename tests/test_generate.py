@@ -26,8 +26,12 @@ def run(argv, stdin=""):
 
 @pytest.fixture
 def env(fake, monkeypatch):
+    """The CLI against the fake, whose tasks succeed at the first poll: the CLI's real sleep between polls
+    would cost a second per test.  Waiting for a pending task is tested through the sleep seam
+    (test_gaps_generate.py) and in a subprocess (test_a_killed_run_resumes_its_tasks_without_paying_again)."""
     monkeypatch.setenv("CAMB_API_KEY", API_KEY)
     monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
+    fake.default_task_plan = ("success", 0)
     return fake
 
 
