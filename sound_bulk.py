@@ -282,11 +282,11 @@ class Task:
 class PromptOutcome(_Outcome):
     """How one prompt ended in ``generate``: the ``--json`` line, as an object."""
 
-    __slots__ = ("prompt", "task_id", "run_id", "status", "path", "error")
+    __slots__ = ("prompt", "task_id", "run_id", "status", "path", "bytes", "error")
 
-    def __init__(self, prompt, task_id=None, run_id=None, status="error", path=None, error=None):
+    def __init__(self, prompt, task_id=None, run_id=None, status="error", path=None, error=None, bytes=None):
         self.prompt, self.task_id, self.run_id = prompt, task_id, run_id
-        self.status, self.path, self.error = status, path, error
+        self.status, self.path, self.bytes, self.error = status, path, bytes, error
 
 
 # ---------------------------------------------------------------------------
@@ -680,6 +680,8 @@ class Manifest:
         return out
 
     def append(self, record):
+        """Write one record as a line and fsync it; raises OSError when that cannot be done."""
+        import errno
         data = (_json().dumps(record, sort_keys=True) + "\n").encode("utf-8")
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
@@ -687,7 +689,12 @@ class Manifest:
                 size = os.fstat(fd).st_size
                 if size and hasattr(os, "pread") and os.pread(fd, 1, size - 1) != b"\n":
                     data = b"\n" + data  # seal a torn line left by a crash
-                os.write(fd, data)
+                view = memoryview(data)
+                while view:  # os.write may write less than asked (a full disk, a signal): finish it
+                    written = os.write(fd, view)
+                    if not written:
+                        raise OSError(errno.EIO, "could not write the manifest line")
+                    view = view[written:]
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -730,127 +737,30 @@ def prompt_keys(prompts, duration, audio_type):
 
 
 def generate(client, prompts, out_dir=".", *, duration=None, audio_type="sound", resubmit=False,
-             workers=DEFAULT_WORKERS, wait=600.0, on_outcome=None):
+             workers=DEFAULT_WORKERS, wait=600.0, on_outcome=None, project_name=None,
+             project_description=None, folder_id=None, on_status=None):
     """Prompts in, audio files out: create tasks, poll them, resolve and download the runs.
 
     Every task created is recorded in ``out_dir/sound_bulk-manifest.jsonl``
     before anything else happens, so a rerun resumes it instead of paying for a
     new one.  A prompt whose submission may have reached the API without an
-    answer is not submitted again unless ``resubmit`` is true.  Returns one
-    ``PromptOutcome`` per prompt, in order.
+    answer is not submitted again unless ``resubmit`` is true.  If the manifest
+    cannot be written after a task was created, the task ID is logged as an
+    error (shown on stderr when logging is not configured) and kept in the
+    outcome's ``error``.  Tasks are polled concurrently (at most ``workers``
+    requests at a time) for up to ``wait`` seconds, finished runs are resolved
+    five at a time and downloaded as they finish.  ``on_outcome(outcome)`` is
+    called as each prompt settles; ``on_status(text)`` before each pause
+    between polling rounds (``3 tasks: 1 done, 2 generating, next check in
+    4 s``).  ``project_name``, ``project_description`` and ``folder_id`` go into
+    every task's request.  Returns one ``PromptOutcome`` per prompt, in order;
+    Ctrl-C raises ``FetchInterrupted`` carrying them (every created task is in
+    the manifest by then).
     """
-    prompts = list(prompts)
-    if not prompts:
-        raise ConfigurationError("no prompts given")
-    payloads = [_task_payload(p, duration, audio_type, None, None, None) for p in prompts]
-    os.makedirs(out_dir, exist_ok=True)
-    manifest = Manifest(os.path.join(out_dir, MANIFEST_NAME))
-    keys = prompt_keys([p["prompt"] for p in payloads], duration, audio_type)
-    known = manifest.state()
-    outcomes = [PromptOutcome(p["prompt"]) for p in payloads]
-    entries = [dict(known.get(k, {})) for k in keys]
-
-    def submit(i):
-        key, payload = keys[i], payloads[i]
-        manifest.append({"event": "submitting", "key": key, "prompt": payload["prompt"], "time": time.time()})
-        try:
-            task_id = client.create_task(payload["prompt"], duration=payload.get("duration"),
-                                         audio_type=audio_type)
-        except (APIError, TransportError) as exc:
-            # Only a 4xx answer or a refused connection proves no task was made; after a 5xx (a proxy's
-            # 502 may follow a task the API did create) or a lost answer, it may exist: not paid twice.
-            definite = (isinstance(exc, APIError) and exc.status is not None and 400 <= exc.status < 500) or (
-                isinstance(exc, TransportError) and "refused" in str(exc).lower())
-            manifest.append({"event": "submit_failed" if definite else "submit_unknown", "key": key,
-                             "error": str(exc)})
-            if isinstance(exc, AuthenticationError):
-                raise
-            return None, str(exc)
-        manifest.append({"event": "created", "key": key, "prompt": payload["prompt"], "task_id": task_id,
-                         "duration": payload.get("duration"), "audio_type": audio_type, "time": time.time()})
-        return task_id, None
-
-    to_submit = []
-    for i, entry in enumerate(entries):
-        outcomes[i].task_id = entry.get("task_id")
-        outcomes[i].run_id = entry.get("run_id")
-        if entry.get("task_id"):
-            continue
-        events = entry.get("events") or []
-        if events and events[-1] in ("submitting", "submit_unknown") and not resubmit:
-            outcomes[i].status = "error"
-            outcomes[i].error = ("a task may already exist for this prompt (an earlier submission got no "
-                                 "answer); not paying twice: rerun with --resubmit to submit it again")
-            continue
-        to_submit.append(i)
-
-    if to_submit:
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, (task_id, error) in zip(to_submit, pool.map(submit, to_submit)):
-                entries[i]["task_id"] = outcomes[i].task_id = task_id
-                if error:
-                    outcomes[i].status, outcomes[i].error = "error", "submission failed: " + error
-
-    # Poll the tasks that have no run yet.
-    polling = [i for i, e in enumerate(entries) if e.get("task_id") and not e.get("run_id")
-               and e.get("task_status") != "ERROR"]
-    deadline = client._clock() + wait
-    rounds = 0
-    while polling:
-        still = []
-        for i in polling:
-            try:
-                task = client.get_task(entries[i]["task_id"])
-            except AuthenticationError:
-                raise
-            except SoundBulkError as exc:
-                outcomes[i].error = str(exc)
-                still.append(i)
-                continue
-            if task.status == "SUCCESS":
-                entries[i]["run_id"] = outcomes[i].run_id = task.run_id
-                manifest.append({"event": "task", "key": keys[i], "task_id": task.task_id,
-                                 "task_status": "SUCCESS", "run_id": task.run_id})
-            elif task.status == "ERROR":
-                entries[i]["task_status"] = "ERROR"
-                entries[i]["error"] = task.error
-                manifest.append({"event": "task", "key": keys[i], "task_id": task.task_id,
-                                 "task_status": "ERROR", "error": task.error})
-            else:
-                still.append(i)
-        polling = still
-        remaining = deadline - client._clock()
-        if not polling or remaining <= 0:
-            break
-        client._sleep(min(remaining, POLL_MAX, POLL_INITIAL * (1.5 ** rounds)))
-        rounds += 1
-    for i in polling:
-        outcomes[i].status = "pending"
-        outcomes[i].error = "the task is not finished yet; run the same command again later"
-
-    for i, entry in enumerate(entries):
-        if entry.get("task_status") == "ERROR" and not entry.get("run_id"):
-            outcomes[i].status, outcomes[i].error = "failed", entry.get("error") or "the task failed"
-
-    run_ids = []
-    for entry in entries:
-        rid = entry.get("run_id")
-        if rid and rid not in run_ids:
-            run_ids.append(rid)
-    by_run = {}
-    if run_ids:
-        for o in client.fetch(run_ids, out_dir, workers=workers, wait=min(wait, 60.0)):
-            by_run[o.run_id] = o
-    for i, entry in enumerate(entries):
-        o = by_run.get(entry.get("run_id"))
-        if o is not None:
-            outcomes[i].status, outcomes[i].path, outcomes[i].error = o.status, o.path, o.error
-            if o.status == "saved":
-                manifest.append({"event": "saved", "key": keys[i], "run_id": o.run_id, "path": o.path})
-        if on_outcome is not None:
-            on_outcome(outcomes[i])
-    return outcomes
+    return _generate_job(client, prompts, out_dir, duration=duration, audio_type=audio_type,
+                         resubmit=resubmit, workers=workers, wait=wait, on_outcome=on_outcome,
+                         project_name=project_name, project_description=project_description,
+                         folder_id=folder_id, on_status=on_status).run()
 
 
 # ---------------------------------------------------------------------------
@@ -1378,6 +1288,18 @@ def _tls_rejected(exc):
     return isinstance(exc, ssl.CertificateError) or getattr(exc, "reason", None) == "CERTIFICATE_VERIFY_FAILED"
 
 
+def _os_error_text(exc):
+    """``No space left on device (ENOSPC)``: the words and the errno name a search finds."""
+    import errno
+    name = errno.errorcode.get(exc.errno) if isinstance(getattr(exc, "errno", None), int) else None
+    words = exc.strerror or str(exc) or type(exc).__name__
+    return "%s (%s)" % (words, name) if name else words
+
+
+def _plural(n, noun):
+    return "%d %s%s" % (n, noun, "" if n == 1 else "s")
+
+
 def _http_errors():
     import http.client
     return http.client.HTTPException
@@ -1845,6 +1767,387 @@ class _Fetch:
 
 
 # ---------------------------------------------------------------------------
+# Many prompts: submit tasks, poll them in rounds, resolve and download the runs
+# ---------------------------------------------------------------------------
+
+_NOT_CHECKED = "not checked: the API could not be reached; the task is in the manifest: run the same command again"
+_NOT_PAYING_TWICE = ("a task may already exist for this prompt (an earlier submission got no answer); "
+                     "not paying twice: rerun with --resubmit to submit it again")
+
+
+def _generate_job(client, prompts, out_dir, duration, audio_type, resubmit, workers, wait, on_outcome,
+                  project_name, project_description, folder_id, on_status):
+    """Check everything (nothing is sent on bad input) and build the journey's ``_Generate``."""
+    prompts = list(prompts)
+    if not prompts:
+        raise ConfigurationError("no prompts given")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise ConfigurationError("workers must be a whole number from 1 to 64")
+    payloads = [_task_payload(p, duration, audio_type, project_name, project_description, folder_id)
+                for p in prompts]
+    keys = prompt_keys([p["prompt"] for p in payloads], duration, audio_type)
+    return _Generate(client, payloads, keys, out_dir, workers, float(wait or 0), resubmit,
+                     on_outcome, on_status)
+
+
+def _unreachable_text(exc):
+    """The cause when ``exc`` says the API could not be reached at all (nothing was sent), else None."""
+    if not isinstance(exc, TransportError):
+        return None
+    text = str(exc)
+    words = ("refused", "gaierror", "name or service", "nodename", "no route", "unreachable", "tls ", "ssl")
+    return text if any(w in text.lower() for w in words) else None
+
+
+class _Generate:
+    """The journey of ``generate``.  Prompts go through submit -> poll -> resolve -> download; every
+    request runs on a worker, and only the calling thread changes this object (workers return values;
+    the manifest has its own lock).  Polls go out in rounds with growing pauses; finished runs are
+    resolved five at a time, and each prompt settles (``on_outcome``) as soon as its fate is known."""
+
+    def __init__(self, client, payloads, keys, out_dir, workers, wait, resubmit, on_outcome, on_status):
+        self.client, self.payloads, self.keys, self.out_dir = client, payloads, keys, out_dir
+        self.workers, self.wait, self.resubmit = workers, wait, resubmit
+        self.on_outcome, self.on_status = on_outcome, on_status
+        self.manifest = Manifest(os.path.join(out_dir, MANIFEST_NAME))
+        self.outcomes = [PromptOutcome(p["prompt"]) for p in payloads]
+        self.settled = set()
+        self.notes = {}         # prompt index -> what the user must know even if it ends well
+        self.timers = []        # heap of (when, seq, "poll", prompt index) | (when, seq, "resolve", run ID)
+        self.seq = 0
+        self.asked = {}         # ("poll", index) | ("resolve", run ID) -> answers so far
+        self.runs = {}          # run ID -> prompt indices
+        self.unresolved = []    # run IDs to resolve (flushed five at a time)
+        self.inflight = {}      # future -> (kind, argument)
+        self.busy = {"submit": 0, "poll": 0, "resolve": 0, "download": 0}
+        self.unreachable = None
+        self.cancel = threading.Event()
+        self.interrupt = _InterruptFlag()
+        self.deadline = client._clock() + wait
+
+    # -- the calling thread ------------------------------------------------------
+
+    def run(self):
+        os.makedirs(self.out_dir, exist_ok=True)
+        _sweep_stale_parts(self.out_dir)
+        to_submit = self._plan(self.manifest.state())
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+        self.done = queue.Queue()
+        # The seam for API calls: `workers` threads (task creation, polls and bulk calls share them).
+        self.api = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sound_bulk-api")
+        self.downloads = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sound_bulk-download")
+        try:
+            with self.interrupt:
+                for i in to_submit:
+                    self._start("submit", i)
+                self._loop()
+        except BaseException as exc:
+            self._stop()
+            if isinstance(exc, KeyboardInterrupt):
+                for i in range(len(self.outcomes)):
+                    if i not in self.settled:
+                        self.outcomes[i].status, self.outcomes[i].error = "error", "interrupted"
+                raise FetchInterrupted(self.outcomes) from None
+            raise
+        self.api.shutdown(wait=True)
+        self.downloads.shutdown(wait=True)
+        return self.outcomes
+
+    def _plan(self, known):
+        """Settle what the manifest and the folder already answer; return the prompts to submit."""
+        to_submit = []
+        for i, key in enumerate(self.keys):
+            entry, outcome = known.get(key, {}), self.outcomes[i]
+            outcome.task_id, rid = entry.get("task_id"), entry.get("run_id")
+            events = entry.get("events") or []
+            if isinstance(rid, int) and not isinstance(rid, bool) and rid > 0:
+                outcome.run_id = rid
+                path = saved_path(self.out_dir, rid)
+                if path:
+                    self._settle(i, "skipped", path=path, size=os.path.getsize(path))
+                else:
+                    self._run_found(rid, i)
+            elif entry.get("task_id") and entry.get("task_status") == "ERROR":
+                self._settle(i, "failed", error=entry.get("error") or "the task failed")
+            elif entry.get("task_id"):
+                self._again("poll", i, 0)
+            elif events and events[-1] in ("submitting", "submit_unknown") and not self.resubmit:
+                self._settle(i, "error", error=_NOT_PAYING_TWICE)
+            else:
+                to_submit.append(i)
+        return to_submit
+
+    def _loop(self):
+        import heapq
+        clock = self.client._clock
+        while True:
+            if self.interrupt.raised:
+                raise KeyboardInterrupt
+            self._flush_runs()
+            now = clock()
+            if not self.inflight and self.timers and self.timers[0][0] > now:
+                self._pause(self.timers[0][0] - now)  # then it is due, whatever the clock says
+            elif not self.timers or self.timers[0][0] > now:
+                if not self.inflight:
+                    return
+                self._wait_for_answer(self.timers[0][0] - now if self.timers else None)
+                continue
+            _due, _seq, kind, arg = heapq.heappop(self.timers)
+            if kind == "poll":
+                self._start("poll", arg)
+            else:
+                self.unresolved.append(arg)
+
+    def _wait_for_answer(self, due_in):
+        import queue
+        try:  # in short slices, so a raised flag is seen soon
+            future = self.done.get(timeout=0.2 if due_in is None else max(0.0, min(0.2, due_in)))
+        except queue.Empty:
+            return
+        kind, arg = self.inflight.pop(future)
+        self.busy[kind] -= 1
+        getattr(self, "_after_" + kind)(arg, future)
+
+    def _start(self, kind, arg):
+        pool = self.downloads if kind == "download" else self.api
+        future = pool.submit(getattr(self, "_" + kind), arg)
+        self.inflight[future] = (kind, arg)
+        self.busy[kind] += 1
+        future.add_done_callback(self.done.put)
+
+    def _again(self, kind, arg, asked):
+        """Ask again later (pauses 1, 1.5, 2.25 ... 15 s, the last at the deadline); False when time is up.
+        ``kind`` is "poll" (prompt index) or "resolve" (run ID); ``asked`` how often it was asked so far."""
+        import heapq
+        now = self.client._clock()
+        if asked and now >= self.deadline:
+            return False
+        pause = 0.0 if not asked else min(POLL_MAX, POLL_INITIAL * (1.5 ** (asked - 1)))
+        self.seq += 1
+        heapq.heappush(self.timers, (max(now, min(now + pause, self.deadline)), self.seq, kind, arg))
+        return True
+
+    def _flush_runs(self):
+        """Bulk calls of five run IDs; fewer only when no poll is out that could fill the chunk."""
+        while len(self.unresolved) >= MAX_RUN_IDS or (self.unresolved and not self.busy["poll"]):
+            chunk, self.unresolved = self.unresolved[:MAX_RUN_IDS], self.unresolved[MAX_RUN_IDS:]
+            self._start("resolve", chunk)
+
+    def _pause(self, seconds):
+        """Wait for the next round through the client's sleep; Ctrl-C while asleep stops at once."""
+        self.interrupt.sleeping = True
+        try:
+            if self.interrupt.raised:
+                raise KeyboardInterrupt
+            if self.on_status is None:
+                self.client._sleep(seconds)
+                return
+            while seconds > 0:  # steps of a second, so the countdown moves
+                self.on_status(self._status_text(seconds))
+                step = min(seconds, 1.0)
+                self.client._sleep(step)
+                seconds -= step
+        finally:
+            self.interrupt.sleeping = False
+
+    def _status_text(self, seconds):
+        tasks = [i for i, o in enumerate(self.outcomes) if o.task_id]
+        generating = sum(1 for i in tasks if i not in self.settled and self.outcomes[i].run_id is None)
+        return "%s: %d done, %d generating, next check in %d s" % (
+            _plural(len(tasks), "task"), len(tasks) - generating, generating, int(seconds + 0.999))
+
+    def _settle(self, i, status, path=None, size=None, error=None):
+        if i in self.settled:
+            return
+        self.settled.add(i)
+        outcome = self.outcomes[i]
+        note = self.notes.pop(i, None)
+        outcome.status, outcome.path, outcome.bytes = status, path, size
+        outcome.error = error if error or not note else note
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    def _record(self, record):
+        """A manifest line that later steps do not rely on: a failure is logged, not fatal."""
+        try:
+            self.manifest.append(record)
+        except OSError as exc:
+            self.client._log.warning("cannot write %s: %s", self.manifest.path, _os_error_text(exc))
+
+    def _run_found(self, rid, i):
+        if rid in self.runs:
+            self.runs[rid].append(i)
+            return
+        self.runs[rid] = [i]
+        self.unresolved.append(rid)
+
+    def _give_up_on_api(self, cause):
+        """The API cannot be reached: nothing more is asked of it; every prompt left says why, once."""
+        if self.unreachable is None:
+            self.unreachable = cause
+        for future, (kind, _arg) in list(self.inflight.items()):
+            if kind in ("submit", "poll"):
+                future.cancel()  # its completion still arrives, as cancelled
+        for _when, _seq, kind, arg in self.timers:
+            if kind == "poll":
+                self._settle(arg, "pending", error=_NOT_CHECKED)
+        self.timers = [t for t in self.timers if t[2] != "poll"]  # still a heap: order kept
+
+    # -- what came back (calling thread) ------------------------------------------
+
+    def _after_submit(self, i, future):
+        if future.cancelled():
+            why = "the API could not be reached" if self.unreachable else "interrupted"
+            return self._settle(i, "error", error="not submitted: " + why)
+        task_id, error, exc = future.result()  # AuthenticationError propagates: every prompt would fail
+        self.outcomes[i].task_id = task_id
+        cause = _unreachable_text(exc)
+        if cause:
+            self._give_up_on_api(cause)
+        if task_id and error:
+            self.notes[i] = error
+        elif error:
+            return self._settle(i, "error", error=error)
+        if self.unreachable:
+            return self._settle(i, "pending", error=_NOT_CHECKED)
+        self._again("poll", i, 0)
+
+    def _after_poll(self, i, future):
+        if future.cancelled():
+            return self._settle(i, "pending", error=_NOT_CHECKED)
+        asked = self.asked[("poll", i)] = self.asked.get(("poll", i), 0) + 1
+        exc = future.exception()
+        if exc is not None:
+            if not isinstance(exc, SoundBulkError) or isinstance(exc, AuthenticationError):
+                raise exc
+            if isinstance(exc, TransportError):  # after all its retries: the API is not there
+                self._give_up_on_api(str(exc))
+                return self._settle(i, "pending", error=_NOT_CHECKED)
+            return self._poll_later(i, asked, "could not check the task: %s" % exc)
+        task = future.result()
+        if task.status == "SUCCESS":
+            self.outcomes[i].run_id = task.run_id
+            self._record({"event": "task", "key": self.keys[i], "task_id": task.task_id,
+                          "task_status": "SUCCESS", "run_id": task.run_id})
+            self._run_found(task.run_id, i)
+        elif task.status == "ERROR":
+            self._record({"event": "task", "key": self.keys[i], "task_id": task.task_id,
+                          "task_status": "ERROR", "error": task.error})
+            self._settle(i, "failed", error=task.error or "the task failed")
+        else:
+            self._poll_later(i, asked, "the task is not finished yet")
+
+    def _poll_later(self, i, asked, why):
+        if not self._again("poll", i, asked):
+            self._settle(i, "pending", error=why + "; run the same command again later")
+
+    def _after_resolve(self, chunk, future):
+        results = future.result()  # AuthenticationError propagates
+        for rid in chunk:
+            result = results[rid]
+            if result.ready:
+                self._start("download", result)
+            elif result.status == FAILED:
+                self._after_run(rid, FetchOutcome(rid, "failed", error=result.error or "generation failed"))
+            elif result.error:
+                self._after_run(rid, FetchOutcome(rid, "error", error=result.error))
+            else:
+                asked = self.asked[("resolve", rid)] = self.asked.get(("resolve", rid), 0) + 1
+                if not self._again("resolve", rid, asked):
+                    why = result.error or ("not ready yet" if result.status == PENDING else
+                                           "the API returned no entry for it")
+                    self._after_run(rid, FetchOutcome(rid, result.status, error=why))
+
+    def _after_download(self, result, future):
+        self._after_run(result.run_id, future.result())
+
+    def _after_run(self, rid, outcome):
+        for i in self.runs[rid]:
+            if outcome.status == "saved":
+                self._record({"event": "saved", "key": self.keys[i], "run_id": rid, "path": outcome.path})
+            self._settle(i, outcome.status, path=outcome.path, size=outcome.bytes, error=outcome.error)
+
+    # -- workers ----------------------------------------------------------------------
+
+    def _submit(self, i):
+        """Create prompt i's task: ``(task_id, error, exception)``.  The task is on disk (fsynced)
+        before this returns; if that cannot be, its ID is logged and returned with the error."""
+        key, payload = self.keys[i], self.payloads[i]
+        if self.cancel.is_set() or self.unreachable:
+            return None, "not submitted: " + ("interrupted" if self.cancel.is_set() else
+                                              "the API could not be reached"), None
+        try:
+            self.manifest.append({"event": "submitting", "key": key, "prompt": payload["prompt"],
+                                  "time": time.time()})
+        except OSError as exc:
+            return None, "not submitted: cannot write %s: %s" % (self.manifest.path, _os_error_text(exc)), None
+        options = {k: v for k, v in payload.items() if k != "prompt"}
+        try:
+            task_id = self.client.create_task(payload["prompt"], **options)
+        except (APIError, TransportError) as exc:
+            self._submission_failed(key, exc)
+            return None, "submission failed: %s" % exc, exc
+        try:
+            self.manifest.append({"event": "created", "key": key, "prompt": payload["prompt"], "task_id": task_id,
+                                  "duration": payload.get("duration"), "audio_type": payload["audio_type"],
+                                  "time": time.time()})
+        except OSError as exc:
+            note = "task %s was created but could not be recorded in %s (%s): keep this ID" % (
+                task_id, self.manifest.path, _os_error_text(exc))
+            self.client._log.error("%s (prompt: %s)", note, _short_repr(payload["prompt"]))
+            return task_id, note, None
+        return task_id, None, None
+
+    def _submission_failed(self, key, exc):
+        # Only a 4xx answer or a refused connection proves no task was made; after a 5xx (a proxy's
+        # 502 may follow a task the API did create) or a lost answer, it may exist: not paid twice.
+        definite = (isinstance(exc, APIError) and exc.status is not None and 400 <= exc.status < 500) or (
+            isinstance(exc, TransportError) and "refused" in str(exc).lower())
+        try:
+            self.manifest.append({"event": "submit_failed" if definite else "submit_unknown", "key": key,
+                                  "error": str(exc)})
+        except OSError:
+            pass  # the line before says "submitting": a rerun will not resubmit it, the safe side
+        if isinstance(exc, AuthenticationError):
+            raise exc
+
+    def _poll(self, i):
+        return self.client.get_task(self.outcomes[i].task_id)
+
+    def _resolve(self, chunk):
+        if self.cancel.is_set():
+            return {rid: RunResult(rid, MISSING, error="interrupted") for rid in chunk}
+        return self.client._resolve_chunk(chunk)
+
+    def _download(self, result):
+        return _Fetch._download(self, result)  # the same rule as fetch for how a download ends
+
+    progress = None  # what _Fetch._download reads besides client, out_dir and cancel
+
+    # -- Ctrl-C and errors ------------------------------------------------------------
+
+    def _stop(self):
+        """Cancel what has not started; let submissions under way finish (they may be paying, and
+        each records its task itself) unless Ctrl-C comes again; cut polls and downloads short."""
+        self.cancel.set()
+        for future in list(self.inflight):
+            future.cancel()
+        self.interrupt.raised = False
+        from concurrent.futures import wait as wait_for
+        pending = [f for f in self.inflight if not f.done()]
+        while pending:
+            if self.interrupt.raised:
+                self.client.abort()  # a second Ctrl-C: stop waiting for answers
+            pending = list(wait_for(pending, timeout=0.2)[1])
+        self.api.shutdown(wait=True)
+        self.downloads.shutdown(wait=True)
+        for future, (kind, arg) in list(self.inflight.items()):
+            if kind == "submit" and not future.cancelled() and future.exception() is None:
+                self.outcomes[arg].task_id = future.result()[0]
+
+
+# ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
 
@@ -2053,7 +2356,7 @@ def _outcome_line(o):
         detail = "%s (%s)" % (o.path, _human_bytes(o.bytes))
     if o.path and o.error:
         detail += "  " + o.error
-    return "%-12s %-8s %s" % (o.run_id, o.status, detail)
+    return "%-12s %-8s %s" % (o.run_id if o.run_id is not None else "-", o.status, detail)
 
 
 def _report_outcomes(console, outcomes, started):
@@ -2126,7 +2429,7 @@ def _cmd_urls(args, console, stdin):
     return EXIT_OK if all(results[rid].ready for rid in run_ids) else EXIT_INCOMPLETE
 
 
-def _cmd_generate(args, console, stdin):
+def _read_prompts(args, stdin):
     prompts = []
     sources = list(args.prompts)
     if args.from_file:
@@ -2145,19 +2448,85 @@ def _cmd_generate(args, console, stdin):
             prompts.append(value)
     if not prompts:
         raise ConfigurationError("no prompts given (pass PROMPT..., '-' or --from-file F)")
+    return prompts
+
+
+def _prompt_line(o):
+    """fetch's layout (run ID, status, path and size or the error), then the prompt."""
+    prompt = o.prompt if len(o.prompt) <= 60 else o.prompt[:57] + "..."
+    return "%s  \"%s\"" % (_outcome_line(o), prompt)
+
+
+class _StatusLine:
+    """The one line on a terminal that says what ``generate`` waits for; cleared before results."""
+
+    def __init__(self, stream):
+        self.stream, self.shown = stream, False
+
+    def show(self, text):
+        self.stream.write("\r\x1b[K" + text)
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self):
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def _cmd_generate(args, console, stdin):
+    prompts = _read_prompts(args, stdin)
     started = time.monotonic()
+    status = _StatusLine(console.stderr) if not args.quiet and console.stderr.isatty() else None
+    shown = set()
+
+    def settled(o):  # human lines as each prompt settles; --json keeps prompt order, at the end
+        if status is not None:
+            status.clear()
+        if not console.json:
+            console.result(None, _prompt_line(o))
+        shown.add(id(o))
+
     with _client_from(args) as client:
+        job = _generate_job(client, prompts, args.out, duration=args.duration, audio_type=args.audio_type,
+                            resubmit=args.resubmit, workers=args.workers, wait=args.wait, on_outcome=settled,
+                            project_name=None, project_description=None, folder_id=None,
+                            on_status=status.show if status is not None else None)
         try:
-            outcomes = generate(client, prompts, args.out, duration=args.duration, audio_type=args.audio_type,
-                                resubmit=args.resubmit, workers=args.workers, wait=args.wait)
-        except FetchInterrupted:
+            outcomes = job.run()
+        except FetchInterrupted as exc:
+            _print_prompts(console, exc.outcomes, shown)
             console.problem("interrupted; every created task is in the manifest: run the same command again")
             return EXIT_INTERRUPTED
+        finally:
+            if status is not None:
+                status.clear()
+    _print_prompts(console, outcomes, shown)
+    if job.unreachable:
+        console.problem("error: the API at %s could not be reached: %s" % (client.base_url, job.unreachable))
+    return _report_prompts(console, outcomes, started)
+
+
+def _print_prompts(console, outcomes, shown):
     for o in outcomes:
-        line = "%-8s %-10s %s  %s" % (o.status, o.run_id or "-", o.path or o.error or "", o.prompt[:60])
-        console.result(o.as_dict(), line)
-    console.say("%d of %d prompts done in %.1f s" % (sum(o.ok for o in outcomes), len(outcomes),
-                                                    time.monotonic() - started))
+        if console.json or id(o) not in shown:
+            console.result(o.as_dict(), _prompt_line(o))
+
+
+def _report_prompts(console, outcomes, started):
+    counts = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    order = ("saved", "skipped", "pending", "failed", "error")
+    summary = ", ".join("%d %s" % (counts[s], s) for s in order if s in counts)
+    size = sum(o.bytes or 0 for o in outcomes if o.status == "saved")
+    console.say("%s (%s, %s saved in %.1f s)" % (summary, _plural(len(outcomes), "prompt"), _human_bytes(size),
+                                                 time.monotonic() - started))
+    if console.quiet and not console.json:
+        for o in outcomes:
+            if not o.ok:
+                console.problem(_prompt_line(o))
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_INCOMPLETE
 
 

@@ -102,9 +102,10 @@ class FakeCamb:
         self.slow_delay = 0.5
         self.connect_delay = connect_delay
         self.request_delay = request_delay
-        self.task_plan = []  # per created task: ("success", polls) | ("error", polls, reason)
-        self.default_task_plan = ("success", 1)  # for tasks beyond task_plan: one PENDING answer, then done
-        self.create_faults = []  # per creation: ("after", status) creates, then answers status; ("before", status) does not
+        self.task_plan = []  # per created task: ("success", polls) | ("error", polls, reason) | ("answer", polls, body)
+        self.default_task_plan = ("success", 1)  # for tasks the plan list does not cover
+        self.create_faults = []  # per creation: ("after", status) creates, then answers status; ("before", status) does not;
+        # ("answer", body) creates, then answers 200 with that body
         self.requests = []
         self.connections = {"api": 0, "storage": 0}
         self.issued = {}
@@ -435,6 +436,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             fake.tasks[task_id] = {"plan": plan, "polls": 0, "prompt": data["prompt"], "run_id": None}
         if fault and fault[0] == "after":  # a proxy's error page after the API did create the task
             return self._send(fault[1], b"<html><body>502 Bad Gateway</body></html>", "text/html")
+        if fault and fault[0] == "answer":  # created, then a 200 of another shape: ("answer", body)
+            return self._send(200, fault[1])
         self._send(200, {"task_id": task_id})
 
     def _task_status(self, task_id):
@@ -450,6 +453,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     task["run_id"] = next(fake._next_run)
                     fake.runs[task["run_id"]] = Run(task["run_id"], "ready", size=2048)
                 answer = {"status": "SUCCESS", "run_id": task["run_id"], "exception_reason": None, "message": None}
+            elif plan[0] == "answer" and task["polls"] > plan[1]:
+                answer = plan[2]
             elif plan[0] == "error" and task["polls"] > plan[1]:
                 answer = {"status": "ERROR", "run_id": None, "exception_reason": plan[2], "message": None}
             else:
