@@ -91,7 +91,7 @@ class FakeCamb:
     """
 
     def __init__(self, api_key=API_KEY, tls=None, connect_delay=0.0, request_delay=0.0,
-                 api_port=0, storage_port=0, admin=False):
+                 api_port=0, storage_port=0, admin=False, api_delay=0.0):
         self.api_key = api_key
         self.runs = {}
         self.tasks = {}
@@ -102,6 +102,7 @@ class FakeCamb:
         self.slow_delay = 0.5
         self.connect_delay = connect_delay
         self.request_delay = request_delay
+        self.api_delay = api_delay  # added to API requests only: a far-away API, storage close by
         self.task_plan = []  # per created task: ("success", polls) | ("error", polls, reason) | ("answer", polls, body)
         self.default_task_plan = ("success", 1)  # for tasks the plan list does not cover
         self.create_faults = []  # per creation: ("after", status) creates, then answers status; ("before", status) does not;
@@ -284,8 +285,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                  "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
         with self.fake.lock:
             self.fake.requests.append(entry)
-        if self.fake.request_delay:
-            time.sleep(self.fake.request_delay)
+        delay = self.fake.request_delay + (self.fake.api_delay if self.role == "api" else 0.0)
+        if delay:
+            time.sleep(delay)
 
     def _read_body(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -560,6 +562,8 @@ def main(argv=None):
     parser.add_argument("--key", help="the certificate's private key (PEM)")
     parser.add_argument("--connect-delay", type=float, default=0.0, help="seconds added to each new connection")
     parser.add_argument("--request-delay", type=float, default=0.0, help="seconds added to each request")
+    parser.add_argument("--api-delay", type=float, default=0.0,
+                        help="seconds added to each API request only (on top of --request-delay)")
     parser.add_argument("--seconds", type=float, default=600.0, help="stop after this long (default 600)")
     parser.add_argument("--demo", metavar="DIR", nargs="?", const="sound_bulk-demo",
                         help="try sound_bulk offline: start the fake, fetch its runs into DIR, stop")
@@ -568,7 +572,7 @@ def main(argv=None):
         return demo(args.demo)
     tls = tls_context(args.cert, args.key) if args.cert else None
     fake = FakeCamb(tls=tls, api_port=args.port, connect_delay=args.connect_delay,
-                    request_delay=args.request_delay, admin=True)
+                    request_delay=args.request_delay, admin=True, api_delay=args.api_delay)
     fake.add_runs(_parse_ids(args.runs), size=args.size)
     for rid in _parse_ids(args.pending):
         fake.add_run(rid, "pending")
