@@ -87,12 +87,18 @@ BACKOFF_MAX = 30.0
 RETRY_BUDGET = 120.0
 #: Headers that never leave the API's origin (not to storage, not across a redirect).
 SECRET_HEADERS = frozenset({"x-api-key"})
+#: API calls that are never sent twice, because each one creates a paid task: such a request goes
+#: out on a new connection, and is sent again only when connecting failed (no byte of it left).
+#: Every other call is idempotent and may be repeated (a stale kept-alive connection, a 5xx).
+ONCE_ONLY = frozenset({("POST", "text-to-sound")})
 #: Redirects followed for one request.
 MAX_REDIRECTS = 5
 #: Bytes read from the network and written to disk at a time.
 READ_CHUNK = 64 * 1024
 #: Largest JSON answer read from the API (a guard against a runaway body).
 MAX_JSON_BYTES = 16 * 1024 * 1024
+#: Deepest nesting of arrays and objects accepted in a JSON answer (the answers are 2 or 3 deep).
+MAX_JSON_DEPTH = 64
 #: Fresh URLs asked for one run when its presigned URL has expired.
 URL_REFRESHES = 2
 #: The low-speed rule for downloads (curl's --speed-limit/--speed-time): a transfer that brings
@@ -162,11 +168,14 @@ class TransportError(SoundBulkError, OSError):
     """The network failed (refused, reset, timed out, bad TLS) and retries did not help.
 
     ``retryable`` is False where another try cannot help (a bad certificate, a refused redirect).
+    ``sent`` is False only when no byte of the request can have reached the server (connecting
+    failed); then even a request that creates something was certainly not acted on.
     """
 
-    def __init__(self, message, retryable=True):
+    def __init__(self, message, retryable=True, sent=True):
         super().__init__(message)
         self.retryable = retryable
+        self.sent = sent
 
 
 class DownloadError(SoundBulkError, OSError):
@@ -374,10 +383,14 @@ def sniff_audio(head):
 
 
 def redact_url(url):
-    """``url`` without its query string (where presigned signatures live)."""
+    """``url`` without its query string (where presigned signatures live) and its ``user:password@``."""
     if not url:
         return url
     base, sep, _query = str(url).partition("?")
+    scheme, slashes, rest = base.partition("//")
+    netloc, slash, path = rest.partition("/")
+    if slashes and "@" in netloc:
+        base = scheme + slashes + "<redacted>@" + netloc.rpartition("@")[2] + slash + path
     return base + ("?<redacted>" if sep else "")
 
 
@@ -430,8 +443,10 @@ class Client:
         if not key or not str(key).strip():
             raise ConfigurationError("no API key: pass api_key= or set %s" % API_KEY_ENV)
         key = str(key).strip()
-        if any(ch in key for ch in "\r\n\0"):
-            raise ConfigurationError("the API key contains a line break or NUL")
+        if not all("!" <= ch <= "~" for ch in key):
+            # It travels in an HTTP header (Latin-1 at most); API keys are printable ASCII.
+            raise ConfigurationError("the API key may contain only printable ASCII characters without "
+                                     "spaces (is %s the right value?)" % API_KEY_ENV)
         self._key = key
         url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         self.base_url = _check_base_url(url)
@@ -504,7 +519,7 @@ class Client:
                     project_description=None, folder_id=None):
         """Start a text-to-sound task; returns its ``task_id`` (a string).  Costs credits."""
         payload = _task_payload(prompt, duration, audio_type, project_name, project_description, folder_id)
-        body = self._call_json("POST", "text-to-sound", payload, retry=False)
+        body = self._call_json("POST", "text-to-sound", payload)
         task_id = body.get("task_id") if isinstance(body, dict) else None
         if task_id in (None, "") or isinstance(task_id, (dict, list, bool)):
             raise APIError("the API did not return a task_id (got %s)" % _short_repr(body))
@@ -580,7 +595,11 @@ class Client:
             rid, result.error or result.status), run_id=rid)
 
     def _call_json(self, method, path, payload=None, retry=True):
-        """One API call with retries; returns the decoded JSON answer."""
+        """One API call with retries; returns the decoded JSON answer.
+
+        A call in ONCE_ONLY is tried again only when it certainly never reached the server.
+        """
+        once = (method, path) in ONCE_ONLY
         url = self.base_url + "/" + path
         body = None if payload is None else _json().dumps(payload).encode("utf-8")
         headers = {"x-api-key": self._key, "User-Agent": USER_AGENT, "Accept": "application/json"}
@@ -591,20 +610,21 @@ class Client:
         for attempt in range(attempts):
             wait = None
             try:
-                with self._pool.request(method, url, headers, body) as answer:
+                with self._pool.request(method, url, headers, body, once=once) as answer:
                     data = answer.read_all(MAX_JSON_BYTES)
             except (TransportError, OSError, _http_errors()) as exc:
                 if not isinstance(exc, TransportError):
-                    exc = TransportError("%s %s: reading the answer failed: %s" % (method, path, _exc_text(exc)))
+                    exc = TransportError("%s %s: reading the answer failed: %s" % (
+                        method, path, self._redact(_exc_text(exc))))
                 error = exc
-                if not exc.retryable:
+                if not exc.retryable or not _may_send_again(once, exc.sent):
                     raise
                 wait = backoff(attempt, self._rand)
             else:
                 if answer.status < 300:
                     return self._decode(answer, data)
                 error = self._api_error(answer, data)
-                if answer.status not in RETRY_STATUSES and answer.status < 500:
+                if not _may_send_again(once, True) or (answer.status not in RETRY_STATUSES and answer.status < 500):
                     raise error
                 wait = retry_wait(answer.headers, attempt, now=self._now(), rand=self._rand)
                 error.retry_after = wait
@@ -617,34 +637,39 @@ class Client:
         raise AssertionError("unreachable")
 
     def _decode(self, answer, data):
-        try:
-            return _json().loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise APIError("HTTP %d with a body that is not JSON: %s" % (
-                answer.status, self._redact(_snippet(data))), status=answer.status) from None
+        decoded, problem = _parse_json(data, self._redact)
+        if problem:
+            raise APIError("HTTP %d with %s: %s" % (answer.status, problem, _snippet(data)), status=answer.status)
+        return decoded
 
     def _api_error(self, answer, data):
         status = answer.status
         detail = None
-        try:
-            decoded = _json().loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            decoded = None
-        if isinstance(decoded, dict) and "detail" in decoded:
+        decoded, problem = _parse_json(data, self._redact)
+        if problem is None and isinstance(decoded, dict) and "detail" in decoded:
             detail = decoded["detail"]
             text = _render_detail(detail)
-        elif decoded is not None:
+        elif problem is None:
             detail = decoded
             text = _short_repr(decoded, 300)
         else:
             text = _snippet(data) or answer.reason or ""
-        message = self._redact("HTTP %d %s: %s" % (status, answer.reason or "", text))
+        message = "HTTP %d %s: %s" % (status, answer.reason or "", text)
         if status in (401, 403):
             return AuthenticationError("the API rejected the key (%s)" % message, status, detail)
         return APIError(message, status, detail)
 
     def _redact(self, text):
-        return text.replace(self._key, "<redacted>") if self._key else text
+        """THE redactor: ``text`` (from the network) with this client's key, and any piece of it that a
+        cut could have left at either end, replaced by ``<redacted>``.  Every answer, header, reason
+        phrase and transport error passes here as it arrives (see ``_Answer``), before anything cuts,
+        stores, logs or prints it; the strings of a decoded JSON answer pass once more (JSON escapes
+        can spell the key in a way the bytes do not show)."""
+        if not text:
+            return text
+        if isinstance(text, bytes):
+            return _redact_key(text, self._key.encode("ascii"), b"<redacted>")
+        return _redact_key(str(text), self._key, "<redacted>")
 
 
 # ---------------------------------------------------------------------------
@@ -664,16 +689,19 @@ class Manifest:
         self._lock = threading.Lock()
 
     def records(self):
+        """Every line that is a JSON object, in order; garbage, non-UTF-8 and deeply nested lines are skipped."""
         try:
             with open(self.path, "rb") as f:
                 lines = f.read().splitlines()
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise ConfigurationError("cannot read the manifest %s: %s" % (self.path, exc.strerror or exc)) from None
         out = []
         for line in lines:
             try:
                 record = _json().loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
+            except (UnicodeDecodeError, ValueError, RecursionError):
                 continue
             if isinstance(record, dict):
                 out.append(record)
@@ -705,7 +733,7 @@ class Manifest:
         for record in self.records():
             key = record.get("key")
             if isinstance(key, str):
-                merged.setdefault(key, {}).update({k: v for k, v in record.items() if k != "event"})
+                merged.setdefault(key, {}).update({k: v for k, v in record.items() if k not in ("event", "events")})
                 merged[key].setdefault("events", []).append(record.get("event"))
         return merged
 
@@ -902,8 +930,80 @@ def _chunk_walk(head, total, pos, id_size, size_format, align, data_ids, data64)
 
 
 def _short_repr(value, limit=60):
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nested too deeply; an int too long for repr (3.11+)
+        text = "<%s too large to show>" % _json_kind(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+#: Shortest piece of a key, at either end of a text (where a cut leaves it), that is still redacted.
+_MIN_KEY_FRAGMENT = 6
+
+
+def _redact_key(text, key, mark):
+    """``text`` (str or bytes) with ``key`` replaced by ``mark``, and a piece of the key that a cut left
+    at the end (a prefix of it) or at the start (a suffix); the work of ``Client._redact``."""
+    text = text.replace(key, mark)
+    for n in range(len(key) - 1, _MIN_KEY_FRAGMENT - 1, -1):
+        if text.endswith(key[:n]):
+            text = text[:len(text) - n] + mark
+            break
+    for n in range(len(key) - 1, _MIN_KEY_FRAGMENT - 1, -1):
+        if text.startswith(key[len(key) - n:]):
+            text = mark + text[n:]
+            break
+    return text
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _parse_json(data, redact):
+    """A JSON answer as ``(value, None)``, or ``(None, what is wrong)``; never raises.
+
+    Every string in the value, object keys too, passes through ``redact``; nesting deeper than
+    MAX_JSON_DEPTH is refused (so nothing downstream can recurse too deep).
+    """
+    try:
+        value = _json().loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None, "a body that is not JSON"
+    except RecursionError:
+        return None, "JSON nested too deeply"
+
+    def scrub(item, depth):
+        if isinstance(item, str):
+            return redact(item)
+        if isinstance(item, (list, dict)) and depth >= MAX_JSON_DEPTH:
+            raise _TooDeep
+        if isinstance(item, list):
+            return [scrub(v, depth + 1) for v in item]
+        if isinstance(item, dict):
+            return {redact(k): scrub(v, depth + 1) for k, v in item.items()}
+        return item
+
+    try:
+        return scrub(value, 0), None
+    except _TooDeep:
+        return None, "JSON nested more than %d deep" % MAX_JSON_DEPTH
+
+
+#: What ``_terminal_safe`` escapes: C0 controls, DEL, C1 controls, lone surrogates (unprintable), the
+#: Unicode line/paragraph separators and the bidi controls that can reorder what a terminal shows.
+_UNSAFE_CHARS = u"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _terminal_safe(text):
+    """THE sanitiser for human output: ``text`` on one line, every character of _UNSAFE_CHARS shown as
+    an escape (``\\n``, ``\\x1b``, ``\\u202e``), so a server cannot draw, move, hide or forge lines.
+    Applied where lines are written for people (``_Console``, the ``-v`` log formatter); ``--json``
+    keeps the exact text (JSON escapes it)."""
+    import re
+    return re.sub(_UNSAFE_CHARS, lambda m: _ESCAPES.get(m.group(0)) or (
+        "\\x%02x" % ord(m.group(0)) if ord(m.group(0)) < 0x100 else "\\u%04x" % ord(m.group(0))), str(text))
 
 
 def _json_kind(value):
@@ -941,12 +1041,12 @@ def _retry_after(headers, now):
     value = headers.get("retry-after")
     if value is not None:
         value = value.strip()
-        if value.isdigit():
+        if value and all("0" <= ch <= "9" for ch in value):  # not isdigit(): "\u00b2" is a digit to it
             return float(value)
         import email.utils
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             when = None
         if when is not None:
             if when.tzinfo is None:
@@ -1042,8 +1142,10 @@ def _json():
 # ---------------------------------------------------------------------------
 
 def _is_loopback(host):
+    """``localhost``, 127.0.0.0/8 or ::1, judged from the name alone (no DNS: an answer looked up
+    now need not be the address connected to later).  ``*.localhost`` names are not trusted."""
     host = (host or "").lower().strip("[]")
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     import ipaddress
     try:
@@ -1073,19 +1175,26 @@ def _check_base_url(url):
 
 
 def _origin(url):
-    from urllib.parse import urlsplit
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        raise TransportError("not an http(s) URL: %s" % redact_url(url))
+    """``((scheme, host, port), target)`` for a URL, ready for the wire: an IDN host becomes its ASCII
+    (IDNA) form, and every byte of path and query outside printable ASCII is percent-encoded (UTF-8)."""
+    import re
+    from urllib.parse import urlsplit, quote
     try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
-        raise TransportError("bad port in URL: %s" % redact_url(url)) from None
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+        if host and re.search(r"[^\x21-\x7e]", host):
+            host = host.encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        raise TransportError("bad URL: %s" % redact_url(url), retryable=False) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host or not re.match(r"[A-Za-z0-9._:%-]+$", host):
+        raise TransportError("not an http(s) URL: %s" % redact_url(url), retryable=False)
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    return (scheme, parts.hostname.lower(), port), target
+    target = re.sub(r"[^\x21-\x7e]", lambda m: quote(m.group(0), safe="", errors="surrogatepass"), target)
+    return (scheme, host.lower(), port or (443 if scheme == "https" else 80)), target
 
 
 def _origin_text(origin):
@@ -1096,20 +1205,28 @@ def _origin_text(origin):
 class _Answer:
     """One response on a pooled connection; a context manager that returns the connection."""
 
+    # Every text of an answer that the rest of the module sees (reason phrase, headers, bodies read
+    # whole) leaves here redacted; audio bodies (readinto) are bytes nobody prints.
+
     def __init__(self, pool, origin, conn, response, url):
         self._pool, self._origin, self._conn, self.response = pool, origin, conn, response
+        self._redact = pool._client._redact
         self.url = url
         self.status = response.status
-        self.reason = response.reason
+        self.reason = self._redact(response.reason or "")
         self.headers = response.headers if hasattr(response, "headers") else response.msg
         self._done = False
 
     def header(self, name):
-        return self.headers.get(name)
+        value = self.headers.get(name)
+        return self._redact(value) if value else value
 
     def read1(self, limit):
         """What has arrived, up to ``limit`` bytes, with at most one read from the socket."""
-        data = self.response.read1(limit)
+        try:
+            data = self.response.read1(limit)
+        except ValueError as exc:  # http.client: a chunk-size line that is not hex
+            raise TransportError("unreadable body framing: %s" % self._redact(_exc_text(exc))) from None
         if not data:
             self.response.close()  # as readinto does at the end: the connection may carry the next request
         return data
@@ -1117,12 +1234,15 @@ class _Answer:
     def read_some(self, limit):
         """Up to ``limit`` bytes of an error body; b"" when even that fails."""
         try:
-            return self.response.read(limit)
-        except (OSError, _http_errors()):
+            return self._redact(self.response.read(limit))
+        except (OSError, ValueError, _http_errors()):
             return b""
 
     def read_all(self, limit):
-        data = self.response.read(limit + 1)
+        try:
+            data = self.response.read(limit + 1)
+        except ValueError as exc:
+            raise TransportError("unreadable body framing: %s" % self._redact(_exc_text(exc))) from None
         if len(data) > limit:
             raise TransportError("the answer is larger than %d bytes" % limit, retryable=False)
         expected = _int_or_none(self.header("content-length"))
@@ -1130,7 +1250,7 @@ class _Answer:
             # http.client returns short at EOF without raising: count the bytes ourselves.
             raise TransportError("the answer was cut short (%d of %d bytes)" % (len(data), expected))
         self._done = True
-        return data
+        return self._redact(data)
 
     def finished(self):
         """Mark the body as read to its end, so the connection may be reused."""
@@ -1213,40 +1333,51 @@ class _Pool:
             except (OSError, AttributeError):
                 pass
 
-    def _send(self, method, url, headers, body):
+    def _send(self, method, url, headers, body, once=False):
         import http.client
         import ssl
         origin, target = _origin(url)
-        for fresh in (False, True):
+        # A once-only request takes a new connection: on a kept-alive one that the server closed
+        # meanwhile it would fail after being sent, and nobody could tell whether it was acted on.
+        for fresh in ((True,) if once else (False, True)):
             conn, reused = (self._connect(origin), False) if fresh else self._take(origin)
             with self._lock:
                 self._busy.add(conn)
+            sent = reused
             try:
-                conn.request(method, target, body=body, headers=headers)
+                try:
+                    conn.request(method, target, body=body, headers=headers)  # connects first if new
+                finally:
+                    sent = sent or getattr(conn, "sock", None) is not None  # connected: bytes may have left
                 response = conn.getresponse()
-            except (OSError, http.client.HTTPException, ssl.CertificateError) as exc:
+            except (OSError, ValueError, http.client.HTTPException, ssl.CertificateError) as exc:
                 self.give_back(origin, conn, False)
                 if _tls_rejected(exc):
                     raise TransportError("TLS verification failed for %s: %s" % (
                         _origin_text(origin), exc), retryable=False) from None
-                if reused and isinstance(exc, (ConnectionError, http.client.BadStatusLine)):
+                stale = reused and isinstance(exc, (ConnectionError, http.client.BadStatusLine))
+                if stale and _may_send_again(once, sent):
                     continue  # a kept-alive connection the server had closed: once more, fresh
-                raise TransportError("%s %s: %s" % (method, redact_url(url), _exc_text(exc))) from None
+                raise TransportError("%s %s: %s" % (method, redact_url(url), self._client._redact(_exc_text(exc))),
+                                     sent=sent) from None
             except BaseException:
                 self.give_back(origin, conn, False)
                 raise
             return _Answer(self, origin, conn, response, url)
         raise AssertionError("unreachable")
 
-    def request(self, method, url, headers, body=None):
-        """Send, following redirects; secret headers are dropped when the origin changes."""
+    def request(self, method, url, headers, body=None, once=False):
+        """Send, following redirects; secret headers are dropped when the origin changes.
+
+        ``once``: the request must never be sent twice (see ONCE_ONLY and ``_may_send_again``).
+        """
         from urllib.parse import urljoin
         log = self._client._log
         headers = dict(headers)
         home = _origin(url)[0]
         for _hop in range(MAX_REDIRECTS + 1):
             started = time.monotonic()
-            answer = self._send(method, url, headers, body)
+            answer = self._send(method, url, headers, body, once)
             if log.isEnabledFor(10):
                 log.debug("%s %s -> %d (%.0f ms)", method, redact_url(url), answer.status,
                           (time.monotonic() - started) * 1000)
@@ -1258,7 +1389,14 @@ class _Pool:
             except (OSError, _http_errors()):
                 pass
             answer.close(reuse=answer._done)
-            new_url = urljoin(url, location.strip())
+            try:
+                location = location.encode("latin-1").decode("utf-8")  # http.client read it as Latin-1
+            except UnicodeError:
+                pass
+            try:
+                new_url = urljoin(url, location.strip())
+            except ValueError:
+                raise TransportError("unusable redirect target: %s" % redact_url(location), retryable=False) from None
             new_origin = _origin(new_url)[0]
             if new_origin[0] == "http" and _origin(url)[0][0] == "https" and not _is_loopback(new_origin[1]):
                 raise TransportError("refusing a redirect from https to plain http: %s" % redact_url(new_url),
@@ -1272,6 +1410,12 @@ class _Pool:
                         del headers[name]
             url = new_url
         raise TransportError("more than %d redirects for %s" % (MAX_REDIRECTS, redact_url(url)), retryable=False)
+
+
+def _may_send_again(once, sent):
+    """THE retry rule: a request may go out again unless it is once-only (ONCE_ONLY) and a byte of it
+    may already have reached the server.  Only a failure to connect proves it did not."""
+    return not (once and sent)
 
 
 def _exc_text(exc):
@@ -2292,16 +2436,15 @@ class _Console:
         if self.json:
             self.stdout.write(_json().dumps(obj) + "\n")
         elif not self.quiet and line:
-            self.stdout.write(line + "\n")
+            self.stdout.write(_terminal_safe(line) + "\n")
         self.stdout.flush()
 
     def say(self, text):
         if not self.quiet:
-            self.stderr.write("sound_bulk: %s\n" % text)
-            self.stderr.flush()
+            self.problem(text)
 
     def problem(self, text):
-        self.stderr.write("sound_bulk: %s\n" % text)
+        self.stderr.write("sound_bulk: %s\n" % _terminal_safe(text))
         self.stderr.flush()
 
 
@@ -2550,7 +2693,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
     if args.verbose:
         import logging
         handler = logging.StreamHandler(stderr)
-        handler.setFormatter(logging.Formatter("sound_bulk: %(message)s"))
+        handler.setFormatter(_safe_formatter("sound_bulk: %(message)s"))
         log = logging.getLogger(__name__)
         old_level = log.level
         log.addHandler(handler)
@@ -2573,6 +2716,17 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
         if handler is not None:
             log.removeHandler(handler)
             log.setLevel(old_level)
+
+
+def _safe_formatter(fmt):
+    """A logging formatter whose every line passes through ``_terminal_safe``."""
+    import logging
+
+    class SafeFormatter(logging.Formatter):
+        def format(self, record):
+            return _terminal_safe(super().format(record))
+
+    return SafeFormatter(fmt)
 
 
 def console_main():
