@@ -1965,6 +1965,7 @@ class _Generate:
         self.inflight = {}      # future -> (kind, argument)
         self.busy = {"submit": 0, "poll": 0, "resolve": 0, "download": 0}
         self.unreachable = None
+        self.to_submit = []     # prompt indices held back until the first submission has its answer
         self.cancel = threading.Event()
         self.interrupt = _InterruptFlag()
         self.deadline = client._clock() + wait
@@ -1983,8 +1984,9 @@ class _Generate:
         self.downloads = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sound_bulk-download")
         try:
             with self.interrupt:
-                for i in to_submit:
-                    self._start("submit", i)
+                if to_submit:  # the first alone: an API that cannot be reached is then one error, not N
+                    self._start("submit", to_submit[0])
+                self.to_submit = to_submit[1:]
                 self._loop()
         except BaseException as exc:
             self._stop()
@@ -2073,8 +2075,11 @@ class _Generate:
         return True
 
     def _flush_runs(self):
-        """Bulk calls of five run IDs; fewer only when no poll is out that could fill the chunk."""
-        while len(self.unresolved) >= MAX_RUN_IDS or (self.unresolved and not self.busy["poll"]):
+        """Bulk calls of five run IDs; fewer only when no poll or submission under way, nor a poll due
+        now, could fill the chunk (a run is not held back for a poll that is seconds away)."""
+        due = self.timers and self.timers[0][0] <= self.client._clock()
+        while len(self.unresolved) >= MAX_RUN_IDS or (
+                self.unresolved and not (self.busy["poll"] or self.busy["submit"] or due)):
             chunk, self.unresolved = self.unresolved[:MAX_RUN_IDS], self.unresolved[MAX_RUN_IDS:]
             self._start("resolve", chunk)
 
@@ -2151,11 +2156,18 @@ class _Generate:
             self._give_up_on_api(cause)
         if task_id and error:
             self.notes[i] = error
-        elif error:
-            return self._settle(i, "error", error=error)
-        if self.unreachable:
-            return self._settle(i, "pending", error=_NOT_CHECKED)
-        self._again("poll", i, 0)
+        if not task_id:
+            self._settle(i, "error", error=error)
+        elif self.unreachable:
+            self._settle(i, "pending", error=_NOT_CHECKED)
+        else:
+            self._again("poll", i, 0)
+        for j in self.to_submit:  # after the first answer, the others
+            if self.unreachable:
+                self._settle(j, "error", error="not submitted: the API could not be reached")
+            else:
+                self._start("submit", j)
+        self.to_submit = []
 
     def _after_poll(self, i, future):
         if future.cancelled():

@@ -1,0 +1,307 @@
+"""generate's journey: concurrent polls, runs resolved five at a time and downloaded as they finish,
+a manifest that cannot be written, an API that cannot be reached, Ctrl-C while submitting, and the
+command's output.  Waiting goes through the Client's sleep/clock seams (conftest's `sleeps`)."""
+
+import errno
+import io
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import sound_bulk as sb
+from fake_api import API_KEY
+
+MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))
+
+
+def manifest(folder):
+    with open(os.path.join(str(folder), sb.MANIFEST_NAME)) as f:
+        return [json.loads(line) for line in f]
+
+
+def bulk_bodies(fake):
+    return [json.loads(r["body"])["run_ids"] for r in fake.seen("api", "POST", "/apis/text-to-sound-results")]
+
+
+# -- polling and resolving ------------------------------------------------------------------
+
+def test_tasks_are_polled_concurrently_never_more_than_workers_at_once(fake, make_client, tmp_path):
+    fake.default_task_plan = ("success", 0)
+    client = make_client()
+    real = client.get_task
+    together = threading.Barrier(2, timeout=10)  # passes only if two polls are out at the same time
+    lock = threading.Lock()
+    out_now, most = [0], [0]
+
+    def get_task(task_id):
+        with lock:
+            out_now[0] += 1
+            most[0] = max(most[0], out_now[0])
+        try:
+            together.wait()
+            return real(task_id)
+        finally:
+            with lock:
+                out_now[0] -= 1
+
+    client.get_task = get_task
+    got = sb.generate(client, ["a", "b", "c", "d"], str(tmp_path), workers=2)
+    assert [o.status for o in got] == ["saved"] * 4
+    assert most[0] == 2
+
+
+def test_finished_runs_are_resolved_five_at_a_time(fake, make_client, tmp_path):
+    fake.default_task_plan = ("success", 0)
+    got = sb.generate(make_client(), ["p%d" % i for i in range(7)], str(tmp_path), workers=2)
+    assert [o.status for o in got] == ["saved"] * 7
+    assert sorted(len(ids) for ids in bulk_bodies(fake)) == [2, 5]
+    assert sorted(rid for ids in bulk_bodies(fake) for rid in ids) == sorted(o.run_id for o in got)
+
+
+def test_a_finished_run_is_downloaded_while_others_still_generate(fake, make_client, sleeps, tmp_path):
+    fake.task_plan += [("success", 0), ("success", 3)]
+    settled = []
+    got = sb.generate(make_client(), ["quick", "slow"], str(tmp_path), workers=1,
+                      on_outcome=lambda o: settled.append((o.prompt, o.status)))
+    assert settled == [("quick", "saved"), ("slow", "saved")]
+    paths = [r["path"].split("?")[0] for r in fake.requests]
+    quick_file = paths.index("/bucket/audio_%d.wav" % got[0].run_id)
+    slow_polls = [n for n, p in enumerate(paths) if p == "/apis/text-to-sound/" + got[1].task_id]
+    assert len(slow_polls) == 4 and quick_file < slow_polls[1]  # saved before the slow task was asked again
+    assert [w for w in sleeps.waits if w] == [1.0, 1.5, 2.25]  # the Client's sleep: no real waiting
+
+
+def test_a_poll_that_fails_once_is_asked_again_and_no_prompt_gets_another_ones_run(fake, make_client, tmp_path):
+    fake.default_task_plan = ("success", 0)
+    client = make_client()
+    real = client.get_task
+    failed = []
+
+    def get_task(task_id):
+        if not failed:
+            failed.append(task_id)
+            raise sb.APIError("HTTP 404 Not Found: Task not found", status=404)
+        return real(task_id)
+
+    client.get_task = get_task
+    got = sb.generate(client, ["first", "second"], str(tmp_path), workers=1)
+    assert [o.status for o in got] == ["saved", "saved"]
+    assert failed == [got[0].task_id]
+    for o in got:  # each prompt has its own task's run and file
+        assert o.run_id == fake.tasks[o.task_id]["run_id"]
+        assert fake.tasks[o.task_id]["prompt"] == o.prompt
+        assert os.path.basename(o.path) == "%d.wav" % o.run_id
+    assert got[0].run_id != got[1].run_id
+
+
+def test_a_task_never_checked_says_why_when_time_is_up(fake, make_client, tmp_path):
+    client = make_client()
+
+    def get_task(task_id):
+        raise sb.APIError("HTTP 404 Not Found: Task not found", status=404)
+
+    client.get_task = get_task
+    (got,) = sb.generate(client, ["hum"], str(tmp_path), wait=3)
+    assert got.status == "pending" and got.task_id
+    assert got.error.startswith("could not check the task: HTTP 404") and "run the same command again" in got.error
+
+
+def test_a_200_without_task_id_may_have_paid_so_it_is_not_resubmitted(fake, make_client, tmp_path):
+    fake.create_faults.append(("answer", {"id": "task-x"}))
+    (got,) = sb.generate(make_client(), ["drip"], str(tmp_path))
+    assert got.status == "error" and got.task_id is None
+    assert "did not return a task_id" in got.error
+    assert [m["event"] for m in manifest(tmp_path)] == ["submitting", "submit_unknown"]
+    (again,) = sb.generate(make_client(), ["drip"], str(tmp_path))
+    assert again.status == "error" and "--resubmit" in again.error and len(fake.tasks) == 1
+
+
+def test_success_without_run_id_is_a_failed_prompt(fake, make_client, tmp_path):
+    fake.task_plan.append(("answer", 0, {"status": "SUCCESS", "run_id": None}))
+    (got,) = sb.generate(make_client(), ["clap"], str(tmp_path))
+    assert got.status == "failed" and got.run_id is None
+    assert got.error == "the task succeeded but the API gave no run_id"
+    assert bulk_bodies(fake) == []
+
+
+def test_project_fields_reach_the_request_body(fake, make_client, tmp_path):
+    fake.default_task_plan = ("success", 0)
+    sb.generate(make_client(), ["bell"], str(tmp_path), duration=2, project_name="film",
+                project_description="reel 3", folder_id=42)
+    (body,) = [json.loads(r["body"]) for r in fake.seen("api", "POST") if r["path"] == "/apis/text-to-sound"]
+    assert body == {"prompt": "bell", "audio_type": "sound", "duration": 2.0, "project_name": "film",
+                    "project_description": "reel 3", "folder_id": 42}
+
+
+# -- the manifest cannot be written ------------------------------------------------------------
+
+def test_short_writes_of_the_manifest_are_completed(fake, make_client, tmp_path, monkeypatch):
+    fake.default_task_plan = ("success", 0)
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:7])))  # 7 bytes at most per call
+    got = sb.generate(make_client(), ["creak", "hiss"], str(tmp_path))
+    assert [o.status for o in got] == ["saved", "saved"]
+    records = manifest(tmp_path)  # every line whole and parseable
+    assert sorted(r["task_id"] for r in records if r["event"] == "created") == sorted(fake.tasks)
+
+
+def _fail_writes_of(monkeypatch, event):
+    real = os.write
+
+    def write(fd, data):
+        if b'"event": "%s"' % event.encode() in bytes(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def test_a_created_task_the_manifest_cannot_hold_is_still_reported(fake, make_client, tmp_path, monkeypatch,
+                                                                    caplog):
+    fake.default_task_plan = ("success", 0)
+    _fail_writes_of(monkeypatch, "created")
+    with caplog.at_level(logging.ERROR, logger="sound_bulk"):
+        (got,) = sb.generate(make_client(), ["gong"], str(tmp_path))
+    (task_id,) = fake.tasks
+    assert got.task_id == task_id
+    assert got.status == "saved" and os.path.isfile(got.path)  # the task was still followed to its file
+    assert task_id in got.error and "ENOSPC" in got.error and "keep this ID" in got.error
+    assert [r.getMessage() for r in caplog.records if task_id in r.getMessage()]  # on stderr by default
+
+
+def test_a_manifest_that_cannot_take_the_submission_means_nothing_is_sent(fake, make_client, tmp_path,
+                                                                          monkeypatch):
+    _fail_writes_of(monkeypatch, "submitting")
+    got = sb.generate(make_client(), ["one", "two"], str(tmp_path))
+    assert [o.status for o in got] == ["error", "error"]
+    assert all("not submitted: cannot write" in o.error and "ENOSPC" in o.error for o in got)
+    assert fake.tasks == {} and fake.requests == []
+
+
+# -- an API that cannot be reached ---------------------------------------------------------
+
+def refused_url():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connections are refused
+    return "http://127.0.0.1:%d/apis" % port
+
+
+def run_cli(argv, monkeypatch, stderr=None):
+    out, err = io.StringIO(), stderr or io.StringIO()
+    code = sb.main(argv, stdin=io.StringIO(""), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_an_unreachable_api_is_one_clear_error_and_every_prompt_once(tmp_path, monkeypatch):
+    url = refused_url()
+    monkeypatch.setenv("CAMB_API_KEY", API_KEY)
+    started = time.monotonic()
+    code, out, err = run_cli(["generate", "a", "b", "c", "d", "-o", str(tmp_path), "--base-url", url], monkeypatch)
+    assert time.monotonic() - started < 10  # generous: refused connections fail at once
+    assert code == 1
+    lines = out.splitlines()
+    assert [line.rsplit("  ", 1)[1] for line in lines] == ['"a"', '"b"', '"c"', '"d"']
+    assert sum("refused" in line.lower() for line in lines) == 1  # the one that was tried
+    assert all("not submitted: the API could not be reached" in line for line in lines[1:])
+    problems = [line for line in err.splitlines() if "could not be reached" in line]
+    assert len(problems) == 1 and url in problems[0] and "refused" in problems[0].lower()
+    assert "4 error (4 prompts" in err
+    events = [(m["key"], m["event"]) for m in manifest(tmp_path)]
+    assert [e for _k, e in events] == ["submitting", "submit_failed"]  # a refused connection paid nothing
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.fixture
+def cli_env(fake, monkeypatch, sleeps):
+    monkeypatch.setenv("CAMB_API_KEY", API_KEY)
+    monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
+    real = sb._client_from
+    monkeypatch.setattr(sb, "_client_from", lambda args: sb.Client(
+        base_url=args.base_url, timeout=args.timeout, sleep=sleeps, clock=sleeps.clock))
+    assert real  # the CLI's own client, with the sleep and clock seams of the test
+    return fake
+
+
+def test_lines_use_fetchs_layout_with_the_prompt_after(cli_env, tmp_path, monkeypatch):
+    cli_env.task_plan += [("error", 0, "prompt violates policy"), ("success", 0)]
+    code, out, err = run_cli(["generate", "bad", "rain on a tin roof", "-o", str(tmp_path), "--workers", "1"],
+                             monkeypatch)
+    assert code == 1
+    rid = cli_env.tasks["task-0002"]["run_id"]
+    assert out.splitlines() == [
+        "-            failed   prompt violates policy  \"bad\"",
+        "%-12d saved    %s (2.0 KiB)  \"rain on a tin roof\"" % (rid, os.path.join(str(tmp_path), "%d.wav" % rid))]
+    assert "1 saved, 1 failed (2 prompts, 2.0 KiB saved in" in err
+    code, out, err = run_cli(["generate", "rain on a tin roof", "-o", str(tmp_path)], monkeypatch)
+    assert code == 0 and "1 skipped (1 prompt, 0 B saved in" in err
+
+
+def test_a_terminal_sees_what_generate_waits_for(cli_env, tmp_path, monkeypatch):
+    cli_env.task_plan += [("success", 0), ("success", 2), ("error", 2, "no")]
+    code, out, err = run_cli(["generate", "a", "b", "c", "-o", str(tmp_path), "--workers", "1"], monkeypatch,
+                             stderr=Terminal())
+    assert code == 1
+    assert "\r\x1b[K3 tasks: 1 done, 2 generating, next check in 1 s" in err
+    assert "next check in 2 s" in err  # the second pause, 1.5 s, rounded up
+    assert err.rstrip("\n").rsplit("\r\x1b[K", 1)[1].startswith("sound_bulk: 2 saved, 1 failed (3 prompts")
+    code, out, err = run_cli(["generate", "d", "-o", str(tmp_path / "x")], monkeypatch)  # not a terminal
+    assert "next check" not in err and "\x1b" not in err
+
+
+def test_json_stays_in_prompt_order(cli_env, tmp_path, monkeypatch):
+    cli_env.task_plan += [("success", 2), ("success", 0)]
+    code, out, _ = run_cli(["generate", "late", "early", "-o", str(tmp_path), "--json", "--workers", "1"],
+                           monkeypatch)
+    got = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [g["prompt"] for g in got] == ["late", "early"]
+    assert set(got[0]) == {"prompt", "task_id", "run_id", "status", "path", "bytes", "error"}
+    assert got[0]["bytes"] == 2048
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_ctrl_c_while_submitting_ends_cleanly_with_every_task_in_the_manifest(fake, tmp_path):
+    """Assumes the 20 submissions (0.1 s each on the fake, 2 at a time) are not all done 0.1 s after the
+    third one reached the fake; the fake's delay makes that 0.9 s of margin."""
+    fake.request_delay = 0.1
+    env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
+    cmd = [sys.executable, "-m", "sound_bulk", "generate"] + ["p%d" % i for i in range(20)] + [
+        "-o", str(tmp_path), "--json", "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, preexec_fn=_default_sigint)
+    try:
+        for _ in range(400):  # until submissions are under way (at most 20 s)
+            if len(fake.seen("api", "POST")) >= 3 or proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "every created task is in the manifest" in err
+    created = {m["task_id"] for m in manifest(tmp_path) if m["event"] == "created"}
+    assert created == set(fake.tasks) and 0 < len(created) < 20
+    got = [json.loads(line) for line in out.splitlines()]
+    assert [g["prompt"] for g in got] == ["p%d" % i for i in range(20)]  # every prompt reported once
+    assert {g["task_id"] for g in got if g["task_id"]} == created
