@@ -1345,10 +1345,10 @@ class _Pool:
                 self._busy.add(conn)
             sent = reused
             try:
-                try:
-                    conn.request(method, target, body=body, headers=headers)  # connects first if new
-                finally:
-                    sent = sent or getattr(conn, "sock", None) is not None  # connected: bytes may have left
+                if not reused:
+                    conn.connect()  # TCP and TLS: if this fails, no byte of the request has left
+                sent = True
+                conn.request(method, target, body=body, headers=headers)
                 response = conn.getresponse()
             except (OSError, ValueError, http.client.HTTPException, ssl.CertificateError) as exc:
                 self.give_back(origin, conn, False)
@@ -2256,10 +2256,11 @@ class _Generate:
         return task_id, None, None
 
     def _submission_failed(self, key, exc):
-        # Only a 4xx answer or a refused connection proves no task was made; after a 5xx (a proxy's
-        # 502 may follow a task the API did create) or a lost answer, it may exist: not paid twice.
+        # Only a 4xx answer or a failure to connect (TransportError.sent is False) proves no task was
+        # made; after a 5xx (a proxy's 502 may follow a task the API did create) or a lost answer, it
+        # may exist: not paid twice.  (Never judged from the error's text: a server writes that.)
         definite = (isinstance(exc, APIError) and exc.status is not None and 400 <= exc.status < 500) or (
-            isinstance(exc, TransportError) and "refused" in str(exc).lower())
+            isinstance(exc, TransportError) and not exc.sent)
         try:
             self.manifest.append({"event": "submit_failed" if definite else "submit_unknown", "key": key,
                                   "error": str(exc)})
