@@ -108,8 +108,8 @@ URL_REFRESHES = 2
 LOW_SPEED_LIMIT = 1024
 #: Seconds over which the low-speed rule measures (see LOW_SPEED_LIMIT).
 LOW_SPEED_TIME = 30.0
-#: Extensions a saved run may have; a rerun skips a run with any of them.
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+#: Extensions a saved run may have (one per format sniff_audio knows); a rerun skips a run with any of them.
+AUDIO_EXTENSIONS = (".wav", ".w64", ".aiff", ".flac", ".ogg", ".m4a", ".webm", ".mka", ".mp3", ".aac")
 #: First and longest wait between two polls of runs (or tasks) that are not ready.
 POLL_INITIAL = 1.0
 POLL_MAX = 15.0
@@ -366,19 +366,22 @@ def parse_results(body, run_ids):
 def sniff_audio(head):
     """Return the file extension for audio bytes that start with ``head``, else None.
 
-    Knows WAV (RIFF/RF64 ... WAVE), FLAC, Ogg and MP3 (ID3 tag or an MPEG frame sync).
+    Tries the formats of _AUDIO_FORMATS in order: WAV (RIFF, RIFX, RF64, BW64), W64, AIFF/AIFC,
+    FLAC, Ogg, MP4 audio, WebM, Matroska, MPEG audio and ADTS AAC.  An ID3v2 tag in front is
+    looked past (its size is in its header); when ``head`` ends inside the tag, ``.mp3``.
+    MPEG and AAC need a complete frame, and the next frame's header when ``head`` reaches it.
     """
-    head = bytes(head[:12])
-    if head[:4] in (b"RIFF", b"RF64", b"RIFX") and head[8:12] == b"WAVE":
-        return ".wav"
-    if head[:4] == b"fLaC":
-        return ".flac"
-    if head[:4] == b"OggS":
-        return ".ogg"
-    if head[:3] == b"ID3":
-        return ".mp3"
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
-        return ".mp3"
+    head = bytes(head)
+    while True:
+        tag = _id3_size(head)
+        if not tag:
+            break
+        if tag >= len(head):
+            return ".mp3"
+        head = head[tag:]
+    for ext, test in _AUDIO_FORMATS:
+        if test(head):
+            return ext
     return None
 
 
@@ -862,7 +865,123 @@ def _is_http_url(text):
         return False
 
 
+def _id3_size(head):
+    """The length of the ID3v2 tag at the start of ``head`` (header and footer included), else 0."""
+    if len(head) < 10 or head[:3] != b"ID3" or head[3] not in (2, 3, 4) or head[4] == 0xFF:
+        return 0
+    if any(b & 0x80 for b in head[6:10]):  # "syncsafe": seven bits per byte
+        return 0
+    size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
+    return 10 + size + (10 if head[5] & 0x10 else 0)
+
+
+#: MPEG audio bitrates in kbit/s for indexes 1-14, by (MPEG-1?, layer); 0 (free) and 15 are refused.
+_MPEG_KBPS = {
+    (True, 1): (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+#: Sample rates for indexes 0-2 (3 is reserved), by the version bits (1 is reserved).
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+#: ADTS sample-rate indexes 0-12 are defined; 13-15 are not.
+_ADTS_RATES = 13
+
+
+def _mpeg_frame(head, pos):
+    """The length of the MPEG audio frame whose header is at ``pos``, or 0 when there is none."""
+    if len(head) < pos + 4 or head[pos] != 0xFF or head[pos + 1] & 0xE0 != 0xE0:
+        return 0
+    version, layer = (head[pos + 1] >> 3) & 3, 4 - ((head[pos + 1] >> 1) & 3)
+    rate_index, kbps_index = (head[pos + 2] >> 2) & 3, head[pos + 2] >> 4
+    if version == 1 or layer == 4 or rate_index == 3 or kbps_index in (0, 15) or head[pos + 3] & 3 == 2:
+        return 0  # reserved version, layer, sample rate, bitrate or emphasis: not a frame
+    mpeg1 = version == 3
+    bitrate = _MPEG_KBPS[(mpeg1, layer)][kbps_index - 1] * 1000
+    rate = _MPEG_RATES[version][rate_index]
+    padding = (head[pos + 2] >> 1) & 1
+    if layer == 1:
+        return (12 * bitrate // rate + padding) * 4
+    return (144 if mpeg1 or layer == 2 else 72) * bitrate // rate + padding
+
+
+def _adts_frame(head, pos):
+    """The length of the ADTS (AAC) frame whose header is at ``pos``, or 0 when there is none."""
+    if len(head) < pos + 7 or head[pos] != 0xFF or head[pos + 1] & 0xF6 != 0xF0:
+        return 0
+    if (head[pos + 2] >> 2) & 0x0F >= _ADTS_RATES:
+        return 0
+    length = ((head[pos + 3] & 3) << 11) | (head[pos + 4] << 3) | (head[pos + 5] >> 5)
+    return length if length >= 7 else 0
+
+
+def _frames(frame_length):
+    """A test for a stream of frames: one whole frame, and the next header when ``head`` reaches it."""
+    def test(head):
+        length = frame_length(head, 0)
+        if not length or len(head) < length:
+            return False
+        return len(head) < length + 4 or bool(frame_length(head, length))
+    return test
+
+
+def _ebml_doctype(head):
+    """The DocType of a Matroska/WebM (EBML) header, as bytes, else None."""
+    if head[:4] != b"\x1a\x45\xdf\xa3":
+        return None
+    at = head.find(b"\x42\x82", 4, 64)
+    if at < 0 or at + 3 > len(head) or not head[at + 2] & 0x80:
+        return None
+    return head[at + 3:at + 3 + (head[at + 2] & 0x7F)].rstrip(b"\0")
+
+
+#: MP4 brands (bytes 8-12 of an ``ftyp`` box) that mean audio, or that generic writers use for it.
+_MP4_AUDIO_BRANDS = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B ", b"mp41", b"mp42", b"isom",
+                               b"iso2", b"iso4", b"iso5", b"iso6", b"dash", b"3gp4", b"3gp5", b"3gp6"})
+
+#: What sniff_audio recognises, in the order it tries: (extension, test of the first bytes).
+_AUDIO_FORMATS = (
+    (".wav", lambda h: h[:4] in (b"RIFF", b"RIFX", b"RF64", b"BW64") and h[8:12] == b"WAVE"),
+    (".w64", lambda h: h[:16] == _W64_RIFF and h[24:40] == _W64_WAVE),
+    (".aiff", lambda h: h[:4] == b"FORM" and h[8:12] in (b"AIFF", b"AIFC")),
+    (".flac", lambda h: h[:4] == b"fLaC" and len(h) >= 8 and h[4] & 0x7F == 0 and h[5:8] == b"\0\0\x22"),
+    (".ogg", lambda h: h[:5] == b"OggS\0"),
+    (".m4a", lambda h: h[4:8] == b"ftyp" and h[8:12] in _MP4_AUDIO_BRANDS),
+    (".webm", lambda h: _ebml_doctype(h) == b"webm"),
+    (".mka", lambda h: _ebml_doctype(h) == b"matroska"),
+    (".mp3", _frames(_mpeg_frame)),
+    (".aac", _frames(_adts_frame)),
+)
+
+#: Containers and formats recognised but not saved: their first bytes, and what to call them.
+_UNSUPPORTED = (
+    (b"RIFF", "RIFF"), (b"RIFX", "RIFF"), (b"FORM", "IFF"), (b"\x1a\x45\xdf\xa3", "Matroska"),
+    (b"caff", "Core Audio"), (b".snd", "Sun AU"), (b"MThd", "MIDI"), (b"#!AMR", "AMR"), (b"wvpk", "WavPack"),
+    (b"MAC ", "Monkey's Audio"), (b"MPCK", "Musepack"), (b"TTA1", "TTA"), (b"OggS", "Ogg"),
+    (b"0&\xb2u\x8ef\xcf\x11", "ASF"),
+)
+
+
+def _unsupported_audio(head):
+    """A name for a container or audio format that sniff_audio does not save, else None."""
+    head = bytes(head)
+    if head[4:8] == b"ftyp":
+        return "MP4 (brand %s)" % _short_repr(head[8:12].decode("latin-1"))
+    for magic, name in _UNSUPPORTED:
+        if head.startswith(magic):
+            kind = head[8:12] if magic in (b"RIFF", b"RIFX", b"FORM") else _ebml_doctype(head)
+            return "%s (%s)" % (name, _short_repr(kind.decode("latin-1"))) if kind else name
+    return None
+
+
 def _describe_bytes(head):
+    head = bytes(head)
+    for bom, codec in ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"), (b"\xef\xbb\xbf", "utf-8")):
+        if head.startswith(bom):
+            text = head[len(bom):len(bom) + 256].decode(codec, "replace").encode("ascii", "replace")
+            return "%s (%s text)" % (_describe_bytes(text), codec[:6].upper())
     text = bytes(head[:64]).lstrip().lower()
     if text.startswith((b"<!doctype", b"<html")) or b"<body" in text:
         return "an HTML page"
@@ -872,7 +991,7 @@ def _describe_bytes(head):
         return "JSON"
     if not head:
         return "an empty body"
-    return "bytes that are not a known audio format"
+    return "bytes in no known format"
 
 
 #: The 16-byte chunk IDs of Sony Wave64 (W64): the file's own, its form type and its audio data.
@@ -1602,7 +1721,7 @@ class _Download:
                 break
             writer.write(data)
             if ext is None and writer.head_ready():
-                ext = self._check_head(writer.head)
+                ext = self._check_head(writer)
             if progress is not None:
                 progress(len(data))
             got += len(data)
@@ -1613,19 +1732,24 @@ class _Download:
                         got, now - since, LOW_SPEED_LIMIT, LOW_SPEED_TIME))
                 since, got = now, 0
         if ext is None:
-            ext = self._check_head(writer.head)
+            ext = self._check_head(writer)
         if expected is not None and writer.size != expected:
             raise _Retry("truncated: got %d of %d bytes" % (writer.size, expected))
         declared = _declared_length(writer.head)
-        if declared is not None and writer.size < declared:
-            raise _Retry("truncated: got %d of the %d bytes its header declares" % (writer.size, declared))
+        if declared is not None and writer.size < writer.head_at + declared:
+            raise _Retry("truncated: got %d of the %d bytes its header declares" % (
+                writer.size, writer.head_at + declared))
         return ext
 
-    def _check_head(self, head):
+    def _check_head(self, writer):
+        head = writer.head
         ext = sniff_audio(head)
+        if ext is None and _unsupported_audio(head):
+            raise DownloadError("run %d: the storage sent an unsupported audio format: %s" % (
+                self.rid, _unsupported_audio(head)), run_id=self.rid)
         if ext is None:
-            raise DownloadError("run %d: the storage sent %s, not audio" % (self.rid, _describe_bytes(head)),
-                                run_id=self.rid)
+            what = _describe_bytes(head) if head or not writer.head_at else "an ID3 tag and nothing after it"
+            raise DownloadError("run %d: the storage sent %s, not audio" % (self.rid, what), run_id=self.rid)
         return ext
 
 
@@ -1635,7 +1759,10 @@ _DISK_ERRNOS = frozenset(getattr(__import__("errno"), name, -1)
 
 
 class _Writer:
-    """Appends to the temp file and keeps the first bytes for the format check.
+    """Appends to the temp file and keeps the first bytes of the audio for the format check.
+
+    ``head`` holds HEAD bytes from offset ``head_at``: 0, or past the ID3v2 tags in front (a tag
+    says its size in its first ten bytes), so that what the tags carry is recognised.
 
     Every WRITEBACK_STEP bytes it asks the kernel to start writing the finished part to disk
     (posix_fadvise DONTNEED starts write-back without waiting, and spares the page cache), so the
@@ -1649,12 +1776,13 @@ class _Writer:
         self.file = fileobj
         self.size = 0
         self.head = b""
+        self.head_at = 0
         self._flushed = 0
         self._advise = getattr(os, "posix_fadvise", None)
 
     def write(self, data):
         if len(self.head) < self.HEAD:
-            self.head += bytes(data[:self.HEAD - len(self.head)])
+            self._keep_head(data)
         view = memoryview(data)
         while view:
             written = self.file.write(view)
@@ -1669,13 +1797,25 @@ class _Writer:
                 self._advise = None  # not on this file system: the final fsync does it all
             self._flushed = self.size
 
+    def _keep_head(self, data):
+        while len(self.head) < self.HEAD:
+            start = self.head_at + len(self.head) - self.size  # where the head goes on, in ``data``
+            if start >= len(data):
+                return
+            self.head += bytes(data[start:start + self.HEAD - len(self.head)])
+            tag = _id3_size(self.head)
+            if not tag:
+                return
+            self.head_at += tag
+            self.head = self.head[tag:]
+
     def head_ready(self):
         return len(self.head) >= self.HEAD
 
     def restart(self):
         self.file.seek(0)
         self.file.truncate()
-        self.size = self._flushed = 0
+        self.size = self._flushed = self.head_at = 0
         self.head = b""
 
     def commit(self):

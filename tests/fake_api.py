@@ -35,12 +35,18 @@ def wav_header(size):
             + b"data" + struct.pack("<I", data))
 
 
-def _pattern(run_id):
+#: One MPEG-1 Layer III frame header (128 kbit/s, 44.1 kHz): its frames are 417 bytes long.
+MP3_FRAME = b"\xff\xfb\x90\x00"
+
+
+def _pattern(run_id, kind="wav"):
+    """The block that repeats after the head; for MP3 it is one frame, so frames follow frames."""
     seed = hashlib.sha256(str(run_id).encode()).digest()
-    return (seed * (_BLOCK // len(seed) + 1))[:_BLOCK]
+    block = (seed * (_BLOCK // len(seed) + 1))[:_BLOCK]
+    return MP3_FRAME + block[:417 - len(MP3_FRAME)] if kind == "mp3" else block
 
 
-_MAGIC = {"flac": b"fLaC\x00\x00\x00\x22", "ogg": b"OggS\x00\x02", "mp3": b"ID3\x04\x00\x00",
+_MAGIC = {"flac": b"fLaC\x00\x00\x00\x22", "ogg": b"OggS\x00\x02", "mp3": b"ID3\x04\x00\x00\x00\x00\x00\x00",
           "html": b"<!DOCTYPE html><html><body>Error</body></html>", "xml": b"<?xml version=\"1.0\"?><Error>"}
 
 
@@ -52,14 +58,14 @@ def body_bytes(run_id, size, kind="wav", start=0, end=None):
     else:
         head = _MAGIC[kind]
     head = head[:size]
-    pattern = _pattern(run_id)
+    pattern = _pattern(run_id, kind)
     pos = start
     while pos < end:
         if pos < len(head):
             piece = head[pos:min(end, len(head))]
         else:
-            offset = (pos - len(head)) % _BLOCK
-            piece = pattern[offset:offset + min(end - pos, _BLOCK - offset)]
+            offset = (pos - len(head)) % len(pattern)
+            piece = pattern[offset:offset + min(end - pos, len(pattern) - offset)]
         yield piece
         pos += len(piece)
 

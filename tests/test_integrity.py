@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import sound_bulk as sb
 from fake_api import API_KEY, wav_header
@@ -265,3 +266,134 @@ def test_a_slow_but_steady_body_is_not_broken_off(sleeps, tmp_path):
     with Storage([reply(body)]) as storage:
         path, _ = client.download(5, str(tmp_path), url=storage.url)
     assert open(path, "rb").read() == body and len(storage.seen) == 1
+
+
+# -- 4. what counts as audio --------------------------------------------------------------------
+
+def id3(size, footer=False):
+    """An ID3v2.4 tag of ``size`` bytes after its header (zeros), with its syncsafe size."""
+    syncsafe = bytes([(size >> 21) & 0x7F, (size >> 14) & 0x7F, (size >> 7) & 0x7F, size & 0x7F])
+    return b"ID3\x04\x00" + (b"\x10" if footer else b"\x00") + syncsafe + bytes(size) + (b"3DI" + bytes(7) if footer else b"")
+
+
+def short_id(value):
+    return value if isinstance(value, str) else repr(bytes(value[:12]))[2:-1]
+
+
+def frames(header, length, count=3):
+    return (header + bytes(length - len(header))) * count
+
+
+MP3 = frames(b"\xff\xfb\x90\x00", 417)  # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz
+MP3_LSF = frames(b"\xff\xf3\x44\x00", 72 * 32000 // 24000)  # MPEG-2 Layer III, 32 kbit/s, 24 kHz
+ADTS = frames(b"\xff\xf1\x50\x80\x02\x1f\xfc", 16)  # AAC LC, 44.1 kHz, 16-byte frames
+FLAC = b"fLaC\x00\x00\x00\x22" + bytes(34)
+W64_GUID_TAIL = b"\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
+W64 = (b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00" + struct.pack("<Q", 200) + b"wave" + W64_GUID_TAIL
+       + b"data" + W64_GUID_TAIL + struct.pack("<Q", 24 + 136) + bytes(136))
+EBML = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\xf7\x81\x01\x42\x82"
+
+
+@pytest.mark.parametrize("head,ext", [
+    (wav(200), ".wav"), (rf64(200), ".wav"), (b"BW64\xff\xff\xff\xffWAVEds64", ".wav"),
+    (W64, ".w64"),
+    (b"FORM\x00\x00\x00\x40AIFFCOMM", ".aiff"), (b"FORM\x00\x00\x00\x40AIFCFVER", ".aiff"),
+    (FLAC, ".flac"), (id3(100) + FLAC, ".flac"), (id3(20, footer=True) + FLAC, ".flac"),
+    (id3(10) + id3(10) + FLAC, ".flac"),
+    (b"OggS\x00\x02" + bytes(20), ".ogg"),
+    (b"\x00\x00\x00\x1cftypM4A \x00\x00\x02\x00M4A isom", ".m4a"), (b"\x00\x00\x00\x18ftypisom", ".m4a"),
+    (EBML + b"\x84webm", ".webm"), (EBML + b"\x88matroska", ".mka"),
+    (MP3, ".mp3"), (id3(30) + MP3, ".mp3"), (MP3_LSF, ".mp3"), (id3(5000)[:100], ".mp3"),
+    (ADTS, ".aac"), (id3(30) + ADTS, ".aac"),
+], ids=short_id)
+def test_sniff_names_every_supported_format(head, ext):
+    # fails before: W64, AIFF, M4A, WebM, MKA and AAC were not audio; ID3-tagged FLAC/AAC were ".mp3".
+    assert sb.sniff_audio(head) == ext
+    assert ext in sb.AUDIO_EXTENSIONS
+
+
+def test_audio_extensions_are_the_sniffers():
+    assert set(sb.AUDIO_EXTENSIONS) == {ext for ext, _test in sb._AUDIO_FORMATS}
+
+
+UTF16_PAGE = "\ufeff<html><body>Access denied</body></html>".encode("utf-16-le")
+UTF16_TEXT = "\ufeffError: the object does not exist. Please contact the administrator.".encode("utf-16-le")
+
+
+@pytest.mark.parametrize("head", [
+    UTF16_PAGE, UTF16_TEXT, b"\xff" * 5000, b"\xff\xfe" + b"E\x00" * 300,
+    b"\xff\xfb\x90\x00" + bytes(500),  # a frame header, then no next frame where it should be
+    b"\xff\xfb\x90\x00",  # a frame header and nothing else
+    b"\xff\xfa\xf0\x00" + bytes(600), b"\xff\xfb\x0c\x00" + bytes(600),  # bitrate 15, sample rate 3
+    b"\xff\xe3\x90\x00" + bytes(600), b"\xff\xf9\x90\x00" + bytes(600),  # version 1, layer 0 (reserved)
+    b"\xff\xf1\x7c\x80\x02\x1f\xfc" * 3,  # ADTS with sample-rate index 15
+    b"ID3\x04\x00\x00\x80\x80\x80\x80" + bytes(100),  # a size that is not syncsafe
+    b"fLaC\x7f\xff\xff\xff", b"\x00\x00\x00\x18ftypqt  ", b"RIFF\x24\x00\x00\x00AVI LIST",
+], ids=short_id)
+def test_these_are_not_audio(head):
+    # fails before for the UTF-16 pages, the 0xFF body and the MPEG headers: taken for MP3.
+    assert sb.sniff_audio(head) is None
+
+
+@pytest.mark.parametrize("body,words", [
+    (UTF16_PAGE, "an HTML page (UTF-16 text), not audio"),
+    (b"\xff" * 5000, "bytes in no known format, not audio"),
+    (id3(100), "an ID3 tag and nothing after it, not audio"),
+    (b"\xff\xfe<\x00h\x00", "bytes in no known format (UTF-16 text), not audio"),
+    (b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code></Error>", "an XML document, not audio"),
+    (b"<!DOCTYPE html><html><body>502</body></html>", "an HTML page, not audio"),
+    (b"RIFF\x24\x00\x00\x00AVI LIST" + bytes(100), "unsupported audio format: RIFF ('AVI ')"),
+    (b"\x00\x00\x00\x18ftypqt  " + bytes(100), "unsupported audio format: MP4 (brand 'qt  ')"),
+    (EBML + b"\x84abcd" + bytes(100), "unsupported audio format: Matroska ('abcd')"),
+    (b"caff\x00\x01\x00\x00" + bytes(100), "unsupported audio format: Core Audio"),
+], ids=short_id)
+def test_what_is_not_saved_is_named(client, tmp_path, body, words):
+    # fails before: the UTF-16 page and the 0xFF body were saved as 5.mp3; containers were "not audio".
+    with Storage([reply(body)]) as storage:
+        with pytest.raises(sb.DownloadError) as caught:
+            client.download(5, str(tmp_path), url=storage.url)
+    assert str(caught.value) == "run 5: the storage sent " + words if "unsupported" not in words else \
+        str(caught.value) == "run 5: the storage sent an " + words
+    assert files(tmp_path) == []
+
+
+@pytest.mark.parametrize("body,name", [
+    (id3(200_000) + FLAC + bytes(300_000), "5.flac"),  # a tag longer than a read: looked past while streaming
+    (id3(50) + MP3 * 20, "5.mp3"),
+    (W64, "5.w64"),
+    (b"FORM\x00\x00\x0f\xf8AIFFCOMM" + bytes(4080), "5.aiff"),
+    (b"\x00\x00\x00\x18ftypM4A " + bytes(5000), "5.m4a"),
+    (id3(10) + ADTS * 100, "5.aac"),
+], ids=short_id)
+def test_each_format_is_saved_under_its_own_extension_and_a_rerun_skips_it(client, tmp_path, body, name):
+    # fails before: tagged FLAC and AAC were saved as .mp3; W64, AIFF, M4A were not audio.
+    with Storage([reply(body)]) as storage:
+        path, size = client.download(5, str(tmp_path), url=storage.url)
+        assert os.path.basename(path) == name and size == len(body)
+        with pytest.raises(FileExistsError):
+            client.download(5, str(tmp_path), url=storage.url)
+        assert len(storage.seen) == 1
+
+
+def test_a_short_aiff_is_caught_by_its_form_size(client, tmp_path):
+    body = b"FORM\x00\x00\x0f\xf8AIFFCOMM" + bytes(4080)
+    with Storage([reply(body, length=False, cut=3000)]) as storage:
+        with pytest.raises(sb.DownloadError, match="truncated: got 3000 of the 4096 bytes"):
+            client.download(5, str(tmp_path), url=storage.url)
+
+
+@settings(derandomize=True)
+@given(st.binary(max_size=6000))
+def test_random_bytes_are_not_audio(data):
+    # fails before: any body that starts FF Ex..FF Fx with a layer set was MP3 (hypothesis finds one).
+    assert sb.sniff_audio(data) is None
+
+
+@settings(derandomize=True)
+@given(st.text(max_size=600), st.sampled_from(["utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-8-sig", "latin-1"]),
+       st.sampled_from(["%s", "<html><body>%s</body></html>", "<?xml version='1.0'?><Error>%s</Error>",
+                        '{"detail": "%s"}']))
+def test_text_pages_are_not_audio(text, codec, page):
+    # fails before: a UTF-16 page (FF FE ...) was taken for MP3.
+    body = (page % text).encode(codec, "replace")
+    assert sb.sniff_audio(body) is None

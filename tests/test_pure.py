@@ -207,13 +207,14 @@ def test_parse_object_bodies_through_json_round_trip(body, ids):
     (b"RF64\xff\xff\xff\xffWAVEds64", ".wav"),
     (b"fLaC\x00\x00\x00\x22", ".flac"),
     (b"OggS\x00\x02\x00\x00", ".ogg"),
-    (b"ID3\x04\x00\x00\x00\x00", ".mp3"),
-    (b"\xff\xfb\x90\x00", ".mp3"),
+    (b"ID3\x04\x00\x00\x00\x00\x00\x10", ".mp3"),  # the tag goes on past the head
+    (b"\xff\xfb\x90\x00" + bytes(413), ".mp3"),  # one whole frame (more in test_integrity.py)
+    (b"\xff\xfb\x90\x00", None),  # a frame header alone is not audio
     (b"<!DOCTYPE html><html>", None),
     (b"<?xml version='1.0'?><Error>", None),
     (b'{"detail": "x"}', None),
     (b"RIFF\x24\x00\x00\x00AVI LIST", None),
-    (b"\xff\xf1\x50\x80", None),  # AAC ADTS, not MP3
+    (b"\xff\xf1\x50\x80", None),  # AAC ADTS cut short (test_integrity.py has whole frames)
     (b"", None),
 ])
 def test_sniff_audio(head, ext):
