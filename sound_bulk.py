@@ -2075,12 +2075,11 @@ def _generate_job(client, prompts, out_dir, duration, audio_type, resubmit, work
 
 
 def _unreachable_text(exc):
-    """The cause when ``exc`` says the API could not be reached at all (nothing was sent), else None."""
-    if not isinstance(exc, TransportError):
-        return None
-    text = str(exc)
-    words = ("refused", "gaierror", "name or service", "nodename", "no route", "unreachable", "tls ", "ssl")
-    return text if any(w in text.lower() for w in words) else None
+    """The cause when ``exc`` says the API cannot be reached at all (connecting failed: refused, no such
+    host, no route; or TLS verification failed, which no retry mends), else None."""
+    if isinstance(exc, TransportError) and (not exc.sent or not exc.retryable):
+        return str(exc)
+    return None
 
 
 class _Generate:
@@ -2815,7 +2814,8 @@ def _report_prompts(console, outcomes, started):
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     order = ("saved", "skipped", "pending", "failed", "error")
-    summary = ", ".join("%d %s" % (counts[s], s) for s in order if s in counts)
+    summary = ", ".join(_plural(counts[s], s) if s == "error" else "%d %s" % (counts[s], s)
+                        for s in order if s in counts)
     size = sum(o.bytes or 0 for o in outcomes if o.status == "saved")
     console.say("%s (%s, %s saved in %.1f s)" % (summary, _plural(len(outcomes), "prompt"), _human_bytes(size),
                                                  time.monotonic() - started))
