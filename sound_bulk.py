@@ -590,12 +590,16 @@ class Client:
 
     # -- machinery -----------------------------------------------------------
 
-    def _fresh_url(self, rid, stale):
+    def _fresh_url(self, rid, stale, why=None):
+        """A download URL for ``rid`` other than ``stale``; ``why`` a new one is needed goes into the error."""
         result = self._resolve_chunk([rid])[rid]
         if result.ready and result.url != stale:
             return result.url
-        raise DownloadError("run %d has no download URL now: %s" % (
-            rid, result.error or result.status), run_id=rid)
+        if result.ready:
+            problem = "the API gave the same URL again"
+        else:
+            problem = "the API has no download URL for it now (%s)" % (result.error or result.status)
+        raise DownloadError("run %d: %s" % (rid, "%s, and %s" % (why, problem) if why else problem), run_id=rid)
 
     def _call_json(self, method, path, payload=None, retry=True):
         """One API call with retries; returns the decoded JSON answer.
@@ -1572,8 +1576,12 @@ def _http_errors():
 # One download: temp file beside the destination, resume, checks, rename
 # ---------------------------------------------------------------------------
 
-class _Expired(Exception):
-    pass
+class _Refused(Exception):
+    """The storage refused the URL (401/403, or a 400 that speaks of expiry): a fresh URL may help."""
+
+    def __init__(self, text, expired):
+        Exception.__init__(self, text)
+        self.expired = expired
 
 
 class _Retry(Exception):
@@ -1590,7 +1598,7 @@ class _Download:
     def run(self):
         tmp_path = os.path.join(self.out_dir, ".%d.%d-%s.part" % (self.rid, os.getpid(), os.urandom(4).hex()))
         try:
-            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o666)
         except OSError as exc:
             raise DownloadError("cannot write in %s: %s" % (self.out_dir, exc.strerror or exc),
                                 run_id=self.rid) from None
@@ -1623,13 +1631,15 @@ class _Download:
             try:
                 self._attempt(writer)
                 return self.ext, writer.size
-            except _Expired as exc:
+            except _Refused as exc:
+                why = ("the download URL expired (%s)" if exc.expired else
+                       "the storage refused the download URL (%s; it does not say the URL expired)") % exc
                 if refreshes >= URL_REFRESHES:
-                    raise DownloadError("run %d: the download URL expired and %d fresh ones did not work (%s)"
-                                        % (self.rid, refreshes, exc), run_id=self.rid) from None
+                    raise DownloadError("run %d: %s, and %d fresh URLs did not help" % (self.rid, why, refreshes),
+                                        run_id=self.rid) from None
                 refreshes += 1
-                client._log.info("run %d: URL expired, asking for a fresh one", self.rid)
-                self.url = client._fresh_url(self.rid, self.url)
+                client._log.info("run %d: %s; asking for a fresh URL", self.rid, why)
+                self.url = client._fresh_url(self.rid, self.url, why)
                 continue
             except (_Retry, TransportError) as exc:
                 if isinstance(exc, TransportError) and not exc.retryable:
@@ -1657,8 +1667,9 @@ class _Download:
             status = answer.status
             if status in (400, 401, 403):
                 body = answer.read_some(8192)
-                if status != 400 or b"xpire" in body:  # S3: 403 AccessDenied "Request has expired"
-                    raise _Expired("HTTP %d: %s" % (status, _snippet(body, 120)))
+                expired = b"xpire" in body or b"xpiry" in body  # S3: 403 AccessDenied "Request has expired"
+                if status != 400 or expired:
+                    raise _Refused("HTTP %d: %s" % (status, _snippet(body, 120)), expired)
                 raise DownloadError("run %d: HTTP 400 from storage: %s" % (self.rid, _snippet(body, 120)),
                                     run_id=self.rid)
             if status in RETRY_STATUSES or status >= 500:
@@ -1742,16 +1753,25 @@ class _Download:
         return ext
 
     def _check_head(self, writer):
+        """The extension for what ``writer`` holds, once its name is known to be free; else DownloadError."""
         head = writer.head
         ext = sniff_audio(head)
-        if ext is None and _unsupported_audio(head):
-            raise DownloadError("run %d: the storage sent an unsupported audio format: %s" % (
-                self.rid, _unsupported_audio(head)), run_id=self.rid)
         if ext is None:
+            unsupported = _unsupported_audio(head)
+            if unsupported:
+                raise DownloadError("run %d: the storage sent an unsupported audio format: %s" % (
+                    self.rid, unsupported), run_id=self.rid)
             what = _describe_bytes(head) if head or not writer.head_at else "an ID3 tag and nothing after it"
             raise DownloadError("run %d: the storage sent %s, not audio" % (self.rid, what), run_id=self.rid)
+        path = os.path.join(self.out_dir, "%d%s" % (self.rid, ext))
+        why = _in_the_way(path)
+        if why:  # said now, not after the whole body
+            raise DownloadError("run %d: cannot save %s: %s" % (self.rid, path, why), run_id=self.rid)
         return ext
 
+
+#: Open flags for the temp file beyond O_EXCL (which already refuses a link): no link followed; binary on Windows.
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 
 #: Errors of the local disk: a new try over the network cannot help them.
 _DISK_ERRNOS = frozenset(getattr(__import__("errno"), name, -1)
@@ -1852,16 +1872,36 @@ def _sweep_stale_parts(out_dir):
             pass
 
 
+def _in_the_way(path):
+    """Why what is at ``path`` blocks saving there (a folder, a dangling link...); None for nothing or a file."""
+    if os.path.isfile(path) or not os.path.lexists(path):
+        return None
+    if os.path.islink(path):
+        target = "nothing" if not os.path.exists(path) else "something that is not a file"
+        return "it is a symbolic link to %s (left as it is)" % target
+    if os.path.isdir(path):
+        return "it is a folder, not a file"
+    return "it is not a regular file"
+
+
+def _name_taken(path):
+    """Raise for a final name that is taken: FileExistsError for a file (the run is saved), else DownloadError."""
+    why = _in_the_way(path)
+    if why:
+        raise DownloadError("cannot save %s: %s" % (path, why)) from None
+    raise FileExistsError(17, "already saved", path) from None
+
+
 def _publish(tmp_path, path):
-    """Give the finished temp file its final name, never replacing an existing file."""
+    """Give the finished temp file its final name, never replacing an existing file (or link, or folder)."""
     try:
-        os.link(tmp_path, path)
+        os.link(tmp_path, path)  # never follows a link at ``path``: fails if anything is there
     except FileExistsError:
-        raise FileExistsError(17, "already saved", path) from None
+        _name_taken(path)
     except OSError:
         # Filesystems without hard links: the small window between check and rename is the price.
-        if os.path.exists(path):
-            raise FileExistsError(17, "already saved", path) from None
+        if os.path.lexists(path):
+            _name_taken(path)
         os.replace(tmp_path, path)
     try:
         dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)

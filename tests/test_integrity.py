@@ -397,3 +397,90 @@ def test_text_pages_are_not_audio(text, codec, page):
     # fails before: a UTF-16 page (FF FE ...) was taken for MP3.
     body = (page % text).encode(codec, "replace")
     assert sb.sniff_audio(body) is None
+
+
+# -- 5. refusals that are not expiry, refreshes that change nothing -----------------------------
+
+ACCESS_DENIED = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+EXPIRED = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+
+
+@pytest.fixture
+def api_client(fake, sleeps):
+    c = sb.Client(API_KEY, base_url=fake.base_url, sleep=sleeps, clock=sleeps.clock, rand=lambda: 0.5, timeout=5)
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize("body,first", [
+    (ACCESS_DENIED, "the storage refused the download URL (HTTP 403: "),
+    (EXPIRED, "the download URL expired (HTTP 403: "),
+], ids=["access-denied", "expired"])
+def test_a_refresh_that_returns_the_same_url_says_so(fake, api_client, tmp_path, body, first):
+    # fails before: "run 5 has no download URL now: ready".
+    fake.add_run(5)
+    with Storage([reply(body, status=403)]) as storage:
+        fake.bulk_faults = [("body", {"5": {"output_url": storage.url}})]
+        with pytest.raises(sb.DownloadError) as caught:
+            api_client.download(5, str(tmp_path), url=storage.url)
+    text = str(caught.value)
+    assert text.startswith("run 5: " + first) and text.endswith(", and the API gave the same URL again")
+    assert ("does not say the URL expired" in text) == (body == ACCESS_DENIED)
+    assert files(tmp_path) == []
+
+
+def test_a_plain_access_denied_is_not_called_an_expiry(fake, api_client, tmp_path):
+    # fails before: "the download URL expired and 2 fresh ones did not work".
+    fake.add_run(5)
+    with Storage([reply(ACCESS_DENIED, status=403)]) as storage:
+        fake.bulk_faults = [("body", {"5": {"output_url": storage.url + "&n=%d" % n}}) for n in (1, 2)]
+        with pytest.raises(sb.DownloadError) as caught:
+            api_client.download(5, str(tmp_path), url=storage.url)
+    text = str(caught.value)
+    assert "expired (" not in text and "AccessDenied" in text
+    assert "it does not say the URL expired), and 2 fresh URLs did not help" in text
+    assert len(storage.seen) == 3
+
+
+# -- 6. what is in the way on disk --------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_a_dangling_link_is_an_error_for_its_run_only_and_is_left_alone(fake, api_client, tmp_path):
+    # fails before: FileNotFoundError out of fetch (os.path.getsize on the dangling link): every run lost.
+    fake.add_runs([5, 6], size=5000)
+    os.symlink(str(tmp_path / "elsewhere.wav"), str(tmp_path / "5.wav"))
+    five, six = api_client.fetch([5, 6], str(tmp_path))
+    assert (five.status, six.status) == ("error", "saved")
+    assert "5.wav: it is a symbolic link to nothing" in five.error
+    assert os.readlink(str(tmp_path / "5.wav")) == str(tmp_path / "elsewhere.wav")
+    assert not (tmp_path / "elsewhere.wav").exists()  # nothing written through the link
+    assert files(tmp_path) == ["5.wav", "6.wav"]
+
+
+def test_a_folder_in_the_way_is_an_error_not_skipped(fake, api_client, tmp_path):
+    # fails before: status "skipped" with the folder's size.
+    fake.add_run(5, size=5000)
+    (tmp_path / "5.wav").mkdir()
+    (outcome,) = api_client.fetch([5], str(tmp_path))
+    assert outcome.status == "error" and "5.wav: it is a folder, not a file" in outcome.error
+    assert os.listdir(str(tmp_path / "5.wav")) == [] and files(tmp_path) == ["5.wav"]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_a_link_that_appears_while_downloading_is_not_replaced_or_followed(client, tmp_path):
+    body = wav(100_000)
+    target = tmp_path / "target"
+    with Storage([reply(body)]) as storage:
+        download = sb._Download(client, 5, str(tmp_path), storage.url, None, None)
+        real = download._transfer
+
+        def transfer(writer):
+            result = real(writer)
+            os.symlink(str(target), str(tmp_path / "5.wav"))
+            return result
+
+        download._transfer = transfer
+        with pytest.raises(sb.DownloadError, match="5.wav: it is a symbolic link to nothing"):
+            download.run()
+    assert not target.exists() and os.path.islink(str(tmp_path / "5.wav"))
+    assert files(tmp_path) == ["5.wav"]
