@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
+import tempfile
 import threading
 
 import pytest
@@ -423,7 +425,8 @@ def test_unusable_urls_are_per_run_errors(hostile, make, tmp_path):
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) |
     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20) |
-    st.sampled_from([KEY, "x" * 495 + KEY, "http://127.0.0.1:1/é\x1b", "SUCCESS", "FAILED", "PENDING"]),
+    st.sampled_from([KEY, "x" * 495 + KEY, "http://127.0.0.1:1/é\x1b", "SUCCESS", "FAILED", "PENDING",
+                     "SELF/file/é.wav", "SELF/file/x.wav?sig=" + KEY]),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(
         st.sampled_from(["1", "2", "status", "output_url", "error", "detail", "run_id", "task_id",
                          "exception_reason", "message", KEY]), children, max_size=5),
@@ -448,7 +451,10 @@ def test_whatever_the_server_sends_every_run_gets_a_result_and_the_key_stays_hid
 @given(status=st.sampled_from([200, 201, 302, 400, 403, 404, 422, 429, 500]), body=BODIES,
        reason=st.sampled_from(["OK", "\x1b[2J" + KEY, "é"]))
 def whatever_the_server_sends(status, body, reason):
+    """Every body goes to the bulk call, the task status call and (through its "SELF" URLs, which
+    name this server) the downloads of ``fetch``."""
     server = _SHARED[0]
+    body = body.replace(b"SELF", server.origin.encode())
     server.handler = lambda method, path, _body: http(status, body, reason=reason)
     with sb.Client(KEY, base_url=server.base_url, sleep=lambda s: None, max_attempts=2, timeout=5) as client:
         try:
@@ -467,6 +473,15 @@ def whatever_the_server_sends(status, body, reason):
             assert_no_key(task, task.raw, task.error)
         except sb.APIError as exc:
             assert_no_key(str(exc), exc.detail)
+        folder = tempfile.mkdtemp()
+        try:
+            outcomes = client.fetch([1, 2], folder, workers=1)
+        finally:
+            shutil.rmtree(folder)
+        assert [o.run_id for o in outcomes] == [1, 2]
+        for o in outcomes:
+            assert_no_key(o)
+            assert o.status in ("saved", "pending", "failed", "missing", "error")
 
 
 def test_odd_headers_never_crash_the_retry_wait():
