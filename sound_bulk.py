@@ -2161,20 +2161,20 @@ class _Generate:
         # The seam for API calls: `workers` threads (task creation, polls and bulk calls share them).
         self.api = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sound_bulk-api")
         self.downloads = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sound_bulk-download")
-        try:
-            with self.interrupt:
+        with self.interrupt:  # also around _stop: a second Ctrl-C there raises the flag, not an exception
+            try:
                 if to_submit:  # the first alone: an API that cannot be reached is then one error, not N
                     self._start("submit", to_submit[0])
                 self.to_submit = to_submit[1:]
                 self._loop()
-        except BaseException as exc:
-            self._stop()
-            if isinstance(exc, KeyboardInterrupt):
-                for i in range(len(self.outcomes)):
-                    if i not in self.settled:
-                        self.outcomes[i].status, self.outcomes[i].error = "error", "interrupted"
-                raise FetchInterrupted(self.outcomes) from None
-            raise
+            except BaseException as exc:
+                self._stop()
+                if isinstance(exc, KeyboardInterrupt):
+                    for i in range(len(self.outcomes)):
+                        if i not in self.settled:
+                            self.outcomes[i].status, self.outcomes[i].error = "error", "interrupted"
+                    raise FetchInterrupted(self.outcomes) from None
+                raise
         self.api.shutdown(wait=True)
         self.downloads.shutdown(wait=True)
         return self.outcomes
@@ -2480,7 +2480,10 @@ class _Generate:
         self.downloads.shutdown(wait=True)
         for future, (kind, arg) in list(self.inflight.items()):
             if kind == "submit" and not future.cancelled() and future.exception() is None:
-                self.outcomes[arg].task_id = future.result()[0]
+                task_id, error, _exc = future.result()
+                self.outcomes[arg].task_id = task_id
+                if error and not task_id:  # e.g. cut short by a second Ctrl-C: say so, not "interrupted"
+                    self._settle(arg, "error", error=error)
 
 
 # ---------------------------------------------------------------------------
