@@ -1724,17 +1724,17 @@ class _Download:
         progress = self.progress
         clock = self.client._clock
         since, got = clock(), 0  # the low-speed rule's window
+        buf = bytearray(READ_CHUNK)
+        view = memoryview(buf)
+        filled = 0
         while True:
             if cancel is not None and cancel.is_set():
                 raise DownloadError("interrupted", run_id=self.rid)
-            data = answer.read1(READ_CHUNK)
-            if not data:
-                break
-            writer.write(data)
-            if ext is None and writer.head_ready():
-                ext = self._check_head(writer)
-            if progress is not None:
-                progress(len(data))
+            # read1 returns what has arrived (a trickle cannot hold it); the pieces (a TLS record is
+            # at most 16 KiB) are gathered so that the disk gets READ_CHUNK at a time.
+            data = answer.read1(READ_CHUNK - filled)
+            view[filled:filled + len(data)] = data
+            filled += len(data)
             got += len(data)
             now = clock()
             if now - since >= LOW_SPEED_TIME:
@@ -1742,6 +1742,17 @@ class _Download:
                     raise _Retry("too slow: %d bytes in %.0f s (the limit is %d bytes/s over %.0f s)" % (
                         got, now - since, LOW_SPEED_LIMIT, LOW_SPEED_TIME))
                 since, got = now, 0
+            if data and filled < READ_CHUNK:
+                continue
+            if filled:
+                writer.write(view[:filled])
+                if ext is None and writer.head_ready():
+                    ext = self._check_head(writer)
+                if progress is not None:
+                    progress(filled)
+                filled = 0
+            if not data:
+                break
         if ext is None:
             ext = self._check_head(writer)
         if expected is not None and writer.size != expected:
