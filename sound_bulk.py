@@ -2136,8 +2136,8 @@ def _unreachable_text(exc):
 class _Generate:
     """The journey of ``generate``.  Prompts go through submit -> poll -> resolve -> download; every
     request runs on a worker, and only the calling thread changes this object (workers return values;
-    the manifest has its own lock).  Polls go out in rounds with growing pauses; finished runs are
-    resolved five at a time, and each prompt settles (``on_outcome``) as soon as its fate is known."""
+    the manifest has its own lock).  Each task is polled on its own timer with growing pauses; finished
+    runs are resolved five at a time, and each prompt settles (``on_outcome``) as soon as its fate is known."""
 
     def __init__(self, client, payloads, keys, out_dir, workers, wait, resubmit, on_outcome, on_status):
         self.client, self.payloads, self.keys, self.out_dir = client, payloads, keys, out_dir
@@ -2151,6 +2151,7 @@ class _Generate:
         self.seq = 0
         self.asked = {}         # ("poll", index) | ("resolve", run ID) -> answers so far
         self.runs = {}          # run ID -> prompt indices
+        self.ended = {}         # run ID -> its FetchOutcome, once it has one
         self.unresolved = []    # run IDs to resolve (flushed five at a time)
         self.inflight = {}      # future -> (kind, argument)
         self.busy = {"submit": 0, "poll": 0, "resolve": 0, "download": 0}
@@ -2315,14 +2316,17 @@ class _Generate:
             self.client._log.warning("cannot write %s: %s", self.manifest.path, _os_error_text(exc))
 
     def _run_found(self, rid, i):
-        if rid in self.runs:
+        if rid in self.runs:  # two prompts, one run (a manifest edited by hand, say): both get its end
             self.runs[rid].append(i)
+            if rid in self.ended:
+                self._after_run(rid, self.ended[rid])
             return
         self.runs[rid] = [i]
         self.unresolved.append(rid)
 
     def _give_up_on_api(self, cause):
         """The API cannot be reached: nothing more is asked of it; every prompt left says why, once."""
+        import heapq
         if self.unreachable is None:
             self.unreachable = cause
         for future, (kind, _arg) in list(self.inflight.items()):
@@ -2331,7 +2335,8 @@ class _Generate:
         for _when, _seq, kind, arg in self.timers:
             if kind == "poll":
                 self._settle(arg, "pending", error=_NOT_CHECKED)
-        self.timers = [t for t in self.timers if t[2] != "poll"]  # still a heap: order kept
+        self.timers = [t for t in self.timers if t[2] != "poll"]
+        heapq.heapify(self.timers)
 
     # -- what came back (calling thread) ------------------------------------------
 
@@ -2409,7 +2414,10 @@ class _Generate:
         self._after_run(result.run_id, future.result())
 
     def _after_run(self, rid, outcome):
+        self.ended[rid] = outcome
         for i in self.runs[rid]:
+            if i in self.settled:
+                continue
             if outcome.status == "saved":
                 self._record({"event": "saved", "key": self.keys[i], "run_id": rid, "path": outcome.path})
             self._settle(i, outcome.status, path=outcome.path, size=outcome.bytes, error=outcome.error)

@@ -308,3 +308,17 @@ def test_ctrl_c_while_submitting_ends_cleanly_with_every_task_in_the_manifest(fa
     got = [json.loads(line) for line in out.splitlines()]
     assert [g["prompt"] for g in got] == ["p%d" % i for i in range(20)]  # every prompt reported once
     assert {g["task_id"] for g in got if g["task_id"]} == created
+
+
+def test_a_prompt_whose_task_ends_in_a_run_already_done_gets_that_runs_end(fake, make_client, tmp_path):
+    """Two prompts, one run (the manifest of "a" names the run the fake then gives "b"'s task):
+    "b" is not left without a line, and the run is fetched once."""
+    fake.task_plan.append(("success", 1))  # "b" finishes after "a"'s run is saved
+    fake.add_run(900001, size=2048)
+    key = sb.prompt_keys(["a"], None, "sound")[0]
+    sb.Manifest(str(tmp_path / sb.MANIFEST_NAME)).append({"event": "task", "key": key, "task_id": "old",
+                                                          "task_status": "SUCCESS", "run_id": 900001})
+    got = sb.generate(make_client(), ["a", "b"], str(tmp_path), workers=1)
+    assert [(o.run_id, o.status) for o in got] == [(900001, "saved"), (900001, "saved")]
+    assert got[0].path == got[1].path
+    assert len(fake.seen("storage", "GET")) == 1
