@@ -16,7 +16,7 @@ import tempfile
 import threading
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import sound_bulk as sb
 from fake_api import wav_header
@@ -45,7 +45,8 @@ def wav(size=2048):
 
 
 class Hostile:
-    """Answers each request with ``self.handler(method, path, body)``: raw bytes, or None to hang up."""
+    """Answers each request with ``self.handler(method, path, body)``: raw bytes, ``(raw bytes,)`` to
+    hang up after them, or None to hang up without a word."""
 
     def __init__(self, handler=None):
         self.handler = handler or (lambda method, path, body: http(404, {"detail": "Not Found"}))
@@ -91,8 +92,10 @@ class Hostile:
                 answer = self.handler(method, path, body)
                 if answer is None:
                     return  # hang up without a word
+                hang_up = isinstance(answer, tuple)  # (raw bytes,): write them, then hang up
+                answer = answer[0] if hang_up else answer
                 conn.sendall(answer)
-                if b"\r\nConnection: close\r\n" in answer.split(b"\r\n\r\n")[0] + b"\r\n":
+                if hang_up or b"\r\nConnection: close\r\n" in answer.split(b"\r\n\r\n")[0] + b"\r\n":
                     return
         except (OSError, ValueError):
             return
@@ -482,6 +485,46 @@ def whatever_the_server_sends(status, body, reason):
         for o in outcomes:
             assert_no_key(o)
             assert o.status in ("saved", "pending", "failed", "missing", "error")
+
+
+WIRE = st.one_of(
+    st.binary(max_size=200),
+    st.tuples(st.sampled_from([b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 500 \x1b\r\n", b"HTTP/1.0 302 Found\r\n",
+                               b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"]),
+              st.lists(st.sampled_from([b"Content-Length: 5", b"Content-Length: -1", b"Content-Length: x",
+                                        b"Location: /\xc3\xa9\x1b", b"Location: http://[::1",
+                                        b"Retry-After: \xb2", b"Retry-After-Ms: nan", b"X: \xff\xfe",
+                                        b"Transfer-Encoding: chunked", b"Connection: close"]), max_size=4),
+              st.binary(max_size=60)).map(lambda t: t[0] + b"".join(h + b"\r\n" for h in t[1]) + b"\r\n" + t[2]))
+
+
+def test_whatever_bytes_come_back_on_the_wire_no_call_crashes():
+    if not _SHARED:
+        _SHARED.append(Hostile())
+    try:
+        whatever_bytes_come_back()
+    finally:
+        _SHARED.pop().close()
+
+
+@settings(max_examples=2000 if os.environ.get("SOUND_BULK_THOROUGH") else 10)
+@given(raw=WIRE)
+@example(raw=b"HTTP/1.0 302 Found\r\nLocation: http://[::1\r\n\r\n")  # found by the search: ValueError before
+@example(raw=b"HTTP/1.1 500 \x1b\r\nRetry-After: \xb2\r\n\r\n")  # ... and ValueError from float("\u00b2")
+def whatever_bytes_come_back(raw):
+    """The server writes ``raw`` (status line, headers, body: anything) and hangs up."""
+    server = _SHARED[0]
+    server.handler = lambda method, path, _body: (raw,)
+    with sb.Client(KEY, base_url=server.base_url, sleep=lambda s: None, max_attempts=2, timeout=5) as client:
+        try:
+            out = client.get_results([1, 2])
+        except sb.AuthenticationError:
+            return
+        assert sorted(out) == [1, 2]
+        try:
+            client.get_task("t")
+        except sb.SoundBulkError:  # a documented error (APIError, TransportError) is an answer, not a crash
+            pass
 
 
 def test_odd_headers_never_crash_the_retry_wait():
