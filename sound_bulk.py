@@ -38,7 +38,7 @@ __all__ = [
     "DEFAULT_BASE_URL", "MAX_RUN_IDS", "__version__",
     # errors
     "SoundBulkError", "ConfigurationError", "InvalidRunIdError", "APIError",
-    "AuthenticationError", "TransportError", "DownloadError", "FetchInterrupted",
+    "AuthenticationError", "TransportError", "APIUnreachableError", "DownloadError", "FetchInterrupted",
     # values
     "RunResult", "FetchOutcome", "Task", "PromptOutcome", "Manifest",
     # functions and the client
@@ -73,9 +73,10 @@ MAX_RUN_ID = 2 ** 63 - 1
 DEFAULT_TIMEOUT = 30.0
 #: Parallel downloads in ``fetch`` (and so connections to the storage, at most).
 DEFAULT_WORKERS = 8
-#: Parallel bulk calls in ``fetch``: few kept-alive connections answer five runs per request
-#: faster than downloads use them, and every new connection costs a TLS handshake.
-RESOLVE_WORKERS = 2
+#: Most API calls one Client has under way at once (bulk calls, task polls): the top of its AIMD
+#: window (see ``_CallWindow``), which a 429 shrinks and successes grow back.  ``fetch`` uses at most
+#: ``min(workers, API_CONCURRENCY)``.  At 100 ms per API round trip, 8 calls resolve ~400 runs/s.
+API_CONCURRENCY = 8
 #: Statuses worth another try, besides every 5xx (the official SDK's list).
 RETRY_STATUSES = frozenset({408, 409, 429})
 #: Tries of one request, the first included.
@@ -176,6 +177,21 @@ class TransportError(SoundBulkError, OSError):
         super().__init__(message)
         self.retryable = retryable
         self.sent = sent
+
+
+class APIUnreachableError(TransportError):
+    """The API itself cannot be reached (refused, DNS, TLS, timeouts on every try).
+
+    Raised by the call that used up its retries, and then at once by every later call of the same
+    ``fetch``/``get_results``/``generate`` (no point asking again).  ``url`` is the base URL,
+    ``cause`` what the last try met, ``tries`` how many were made; ``sent`` as for TransportError
+    (False for the calls that were not even tried).
+    """
+
+    def __init__(self, url, cause, tries, sent=True):
+        super().__init__("cannot reach the API at %s: %s (%d %s)" % (
+            url, cause, tries, "try" if tries == 1 else "tries"), retryable=False, sent=sent)
+        self.url, self.cause, self.tries = url, cause, tries
 
 
 class DownloadError(SoundBulkError, OSError):
@@ -441,7 +457,8 @@ class Client:
 
     def __init__(self, api_key=None, *, base_url=None, timeout=DEFAULT_TIMEOUT,
                  max_attempts=MAX_ATTEMPTS, retry_budget=RETRY_BUDGET,
-                 sleep=time.sleep, clock=time.monotonic, now=time.time, rand=None, ssl_context=None):
+                 sleep=time.sleep, clock=time.monotonic, now=time.time, rand=None, ssl_context=None,
+                 api_concurrency=API_CONCURRENCY):
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key or not str(key).strip():
             raise ConfigurationError("no API key: pass api_key= or set %s" % API_KEY_ENV)
@@ -471,6 +488,10 @@ class Client:
             rand = random.random
         self._rand = rand
         self._ssl_context = ssl_context
+        if isinstance(api_concurrency, bool) or not isinstance(api_concurrency, int) or api_concurrency < 1:
+            raise ConfigurationError("api_concurrency must be a whole number of at least 1")
+        self._window = _CallWindow(api_concurrency, clock, sleep)
+        self._unreachable = None  # an APIUnreachableError once the API proved out of reach
         self._pool = _Pool(self)
         self._log = _logger()
 
@@ -488,6 +509,21 @@ class Client:
         self._pool.close()
 
     @property
+    def unreachable(self):
+        """The ``APIUnreachableError`` of the current (or last) batch, or None.
+
+        Once one call has used all its tries without any answer from the API (refused, DNS,
+        TLS, timeouts) while no other call got one either, every later call fails at once
+        with that error instead of trying again.  ``fetch``, ``get_results`` and ``generate``
+        start with a clean slate (``reset_unreachable``).
+        """
+        return self._unreachable
+
+    def reset_unreachable(self):
+        """Forget that the API was out of reach: the next call tries the network again."""
+        self._unreachable = None
+
+    @property
     def connections_opened(self):
         """How many connections this client opened, by origin (``scheme://host:port``)."""
         return dict(self._pool.opened)
@@ -502,6 +538,7 @@ class Client:
         chunks are kept; a rejected key raises ``AuthenticationError``.
         """
         ids = validate_run_ids(run_ids)
+        self.reset_unreachable()
         results = {}
         for chunk in chunked(ids):
             results.update(self._resolve_chunk(chunk))
@@ -512,6 +549,9 @@ class Client:
             body = self._call_json("POST", "text-to-sound-results", {"run_ids": chunk})
         except AuthenticationError:
             raise
+        except APIUnreachableError as exc:
+            why = "the API cannot be reached: %s" % exc.cause  # the URL is in the one summary message
+            return {rid: RunResult(rid, MISSING, error=why) for rid in chunk}
         except SoundBulkError as exc:
             return {rid: RunResult(rid, MISSING, error=str(exc)) for rid in chunk}
         return parse_results(body, chunk)
@@ -580,6 +620,7 @@ class Client:
         left under a final name.
         """
         ids = validate_run_ids(run_ids)
+        self.reset_unreachable()
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
             raise ConfigurationError("workers must be a whole number from 1 to 64")
         return _Fetch(self, ids, out_dir, workers, float(wait or 0), progress, on_outcome, cancel).run()
@@ -605,6 +646,10 @@ class Client:
         """One API call with retries; returns the decoded JSON answer.
 
         A call in ONCE_ONLY is tried again only when it certainly never reached the server.
+        Every try holds a slot of the client's ``_CallWindow``.  A 429 shrinks the window, and a
+        wait the server asks for (Retry-After and kin) pauses every caller, not only this one.
+        When no try got an answer and no other call got one meanwhile, the API is out of reach:
+        ``APIUnreachableError``, for this call and at once for every later one.
         """
         once = (method, path) in ONCE_ONLY
         url = self.base_url + "/" + path
@@ -613,34 +658,53 @@ class Client:
         if body is not None:
             headers["Content-Type"] = "application/json"
         attempts = self.max_attempts if retry else 1
+        window = self._window
         start = self._clock()
+        answers_before = window.answers
         for attempt in range(attempts):
-            wait = None
+            known = self._unreachable
+            if known is not None:  # another call found the API out of reach: this one is not even tried
+                raise APIUnreachableError(known.url, known.cause, known.tries, sent=False)
+            answered = throttled = False
+            ticket = window.acquire()
             try:
                 with self._pool.request(method, url, headers, body, once=once) as answer:
+                    answered = True
                     data = answer.read_all(MAX_JSON_BYTES)
             except (TransportError, OSError, _http_errors()) as exc:
                 if not isinstance(exc, TransportError):
                     exc = TransportError("%s %s: reading the answer failed: %s" % (
                         method, path, self._redact(_exc_text(exc))))
                 error = exc
-                if not exc.retryable or not _may_send_again(once, exc.sent):
-                    raise
+                final = not exc.retryable or not _may_send_again(once, exc.sent)
                 wait = backoff(attempt, self._rand)
+            except BaseException:
+                window.release(ticket, answered)
+                raise
             else:
                 if answer.status < 300:
+                    window.release(ticket, True)
                     return self._decode(answer, data)
                 error = self._api_error(answer, data)
-                if not _may_send_again(once, True) or (answer.status not in RETRY_STATUSES and answer.status < 500):
-                    raise error
+                final = not _may_send_again(once, True) or (
+                    answer.status not in RETRY_STATUSES and answer.status < 500)
+                throttled = answer.status == 429 or _retry_after(answer.headers, self._now()) is not None
                 wait = retry_wait(answer.headers, attempt, now=self._now(), rand=self._rand)
                 error.retry_after = wait
-            spent = self._clock() - start
-            if attempt + 1 >= attempts or spent + wait > self.retry_budget:
+            give_up = final or attempt + 1 >= attempts or self._clock() - start + wait > self.retry_budget
+            # A wait the server asked for is for every caller: the window holds them all until it is over.
+            pause = wait if throttled and not give_up else None
+            window.release(ticket, answered, shrink=answered and answer.status == 429, pause=pause)
+            if give_up:
+                if not answered and window.answers == answers_before and (
+                        not error.sent or not error.retryable or (attempts > 1 and attempt + 1 >= attempts)):
+                    self._unreachable = APIUnreachableError(self.base_url, _cause(error, method, url), attempt + 1,
+                                                            sent=error.sent)
+                    raise self._unreachable from None
                 raise error
-            self._log.info("%s %s failed (%s); retry %d in %.1f s",
-                           method, path, error, attempt + 1, wait)
-            self._sleep(wait)
+            self._log.info("%s %s failed (%s); retry %d in %.1f s", method, path, error, attempt + 1, wait)
+            if pause is None:
+                self._sleep(wait)
         raise AssertionError("unreachable")
 
     def _decode(self, answer, data):
@@ -1541,6 +1605,63 @@ def _may_send_again(once, sent):
     return not (once and sent)
 
 
+def _cause(error, method, url):
+    """What a failed call met, without the method and URL its message starts with."""
+    text = str(error)
+    prefix = "%s %s: " % (method, redact_url(url))
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+class _CallWindow:
+    """How many API calls a Client may have under way: an AIMD window shared by its threads.
+
+    It starts at ``limit``.  A 429 halves it (once per round: the 429s of calls that were already
+    under way when it shrank do not shrink it again); a wait the server asks for holds every caller
+    until it is over; each answered call then grows it by 1/size, so it gains back one slot per
+    window-full of answers, up to ``limit``.  ``clock`` and ``sleep`` are the Client's seams.
+    """
+
+    def __init__(self, limit, clock, sleep):
+        self.limit = limit
+        self.size = float(limit)
+        self.active = 0
+        self.answers = 0  # answered calls so far: tells "the API is down" from "this call was unlucky"
+        self.resume_at = None
+        self._round = 0
+        self._cond = threading.Condition()
+        self._clock, self._sleep = clock, sleep
+
+    def acquire(self):
+        """Wait for a free slot (and for any pause to end); returns a ticket for ``release``."""
+        while True:
+            with self._cond:
+                wait = self.resume_at - self._clock() if self.resume_at is not None else 0
+                if wait <= 0:
+                    self.resume_at = None
+                    if self.active < int(self.size):
+                        self.active += 1
+                        return self._round
+                    self._cond.wait(1.0)  # a release notifies; the timeout is only a safety net
+                    continue
+            self._sleep(wait)
+
+    def release(self, ticket, answered, shrink=False, pause=None):
+        with self._cond:
+            self.active -= 1
+            if answered:
+                self.answers += 1
+            if shrink:
+                if ticket == self._round:  # the first 429 of this round: halve
+                    self.size = max(1.0, self.size / 2)
+                    self._round += 1
+            elif answered:
+                self.size = min(float(self.limit), self.size + 1.0 / self.size)
+            if pause is not None:
+                until = self._clock() + pause
+                self.resume_at = until if self.resume_at is None else max(self.resume_at, until)
+            self._cond.notify_all()
+
+
 def _exc_text(exc):
     import socket
     if isinstance(exc, (socket.timeout, TimeoutError)):
@@ -2000,8 +2121,8 @@ class _Fetch:
             return self.ordered()
         from concurrent.futures import ThreadPoolExecutor
         # Bulk calls and downloads have pools of their own, so downloads start while later chunks
-        # are still being resolved: at most RESOLVE_WORKERS connections to the API, `workers` to storage.
-        resolvers = ThreadPoolExecutor(max_workers=min(self.workers, RESOLVE_WORKERS),
+        # are still being resolved: at most min(workers, API_CONCURRENCY) to the API, `workers` to storage.
+        resolvers = ThreadPoolExecutor(max_workers=min(self.workers, self.client._window.limit),
                                        thread_name_prefix="sound_bulk-resolve")
         downloaders = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sound_bulk-download")
         try:
@@ -2772,17 +2893,44 @@ def _cmd_fetch(args, console, stdin):
     finally:
         if progress is not None:
             progress.finish()
+    _say_unreachable(console, client, outcomes)
     return _report_outcomes(console, outcomes, started)
+
+
+def _say_unreachable(console, client, outcomes):
+    """One message for a batch the API could not be reached for, instead of one per run."""
+    error = client.unreachable
+    if error is None:
+        return
+    count = sum(1 for o in outcomes if o.status in ("error", "missing") and o.error
+                and o.error.startswith("the API cannot be reached"))
+    console.problem("error: %s; %d %s not resolved (check --base-url or $%s, and the network)" % (
+        error, count, "run" if count == 1 else "runs", BASE_URL_ENV))
 
 
 def _cmd_urls(args, console, stdin):
     run_ids = _read_run_ids(args.run_ids, stdin)
+    started = time.monotonic()
     with _client_from(args) as client:
         results = client.get_results(run_ids)
+    rows = []
     for rid in run_ids:
         r = results[rid]
-        console.stdout.write(_json().dumps({"run_id": rid, "status": r.status, "url": r.url, "error": r.error}) + "\n")
+        error = r.error
+        if error is None and r.status == PENDING:
+            error = "not ready yet"
+        elif error is None and r.status == MISSING:
+            error = "the API returned no entry for it"
+        rows.append(FetchOutcome(rid, r.status, error=error))
+        console.stdout.write(_json().dumps({"run_id": rid, "status": r.status, "url": r.url, "error": error}) + "\n")
     console.stdout.flush()
+    _say_unreachable(console, client, rows)
+    counts = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    summary = ", ".join("%d %s" % (counts[k], k) for k in (READY, PENDING, FAILED, MISSING) if k in counts)
+    console.say("%s (%d %s in %.1f s)" % (summary, len(rows), "run" if len(rows) == 1 else "runs",
+                                         time.monotonic() - started))
     return EXIT_OK if all(results[rid].ready for rid in run_ids) else EXIT_INCOMPLETE
 
 

@@ -115,6 +115,7 @@ class FakeCamb:
         # ("answer", body) creates, then answers 200 with that body
         self.requests = []
         self.connections = {"api": 0, "storage": 0}
+        self.api_active = self.api_peak = 0  # API requests being served at once, and the most seen
         self.issued = {}
         self._tokens = itertools.count(1)
         self._task_ids = itertools.count(1)
@@ -330,18 +331,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.role == "admin":
             self.fake.reset_counts()
             return self._send(200, self.fake.stats())
-        self._record(body)
         if self.role == "storage":
+            self._record(body)
             return self._storage_post(body)
-        self._api(body)
+        self._counted(self._api, body)
 
     def do_GET(self):
         if self.role == "admin":
             return self._send(200, self.fake.stats())
-        self._record()
         if self.role == "storage":
+            self._record()
             return self._storage_get()
-        self._api(None)
+        self._counted(self._api, None)
+
+    def _counted(self, serve, body):
+        """Serve an API request, counting how many are served at once (``api_peak``)."""
+        fake = self.fake
+        with fake.lock:
+            fake.api_active += 1
+            fake.api_peak = max(fake.api_peak, fake.api_active)
+        try:
+            self._record(body)
+            serve(body)
+        finally:
+            with fake.lock:
+                fake.api_active -= 1
 
     # -- the API ----------------------------------------------------------------
     def _api(self, raw):
