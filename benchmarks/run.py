@@ -425,13 +425,18 @@ def table_big(args, ctx, report):
 
 
 def import_ms(py, flags, statement, env, n):
-    """Median ms of `statement`, timed inside a fresh interpreter each time (so never negative)."""
-    code = "import time\nt = time.perf_counter()\n%s\nprint(time.perf_counter() - t)" % statement
-    times = []
+    """Median (wall ms, CPU ms) of `statement`, timed inside a fresh interpreter each time (never negative).
+
+    CPU time is what the module itself costs; wall time also holds whatever else the machine was doing."""
+    code = ("import time\nt, c = time.perf_counter(), time.process_time()\n%s\n"
+            "print(time.perf_counter() - t, time.process_time() - c)" % statement)
+    walls, cpus = [], []
     for _ in range(n + 1):  # the first one warms the caches (and writes the .pyc)
         out = subprocess.check_output([py] + flags + ["-c", code], env=env, cwd=WORK, timeout=60)
-        times.append(float(out.decode().split()[-1]) * 1000.0)
-    return statistics.median(times[1:])
+        wall, cpu = out.decode().split()[-2:]
+        walls.append(float(wall) * 1000.0)
+        cpus.append(float(cpu) * 1000.0)
+    return statistics.median(walls[1:]), statistics.median(cpus[1:])
 
 
 def table_import(args, ctx, report):
@@ -443,8 +448,10 @@ def table_import(args, ctx, report):
     report.heading("Start-up", "Median of %d fresh interpreters each, time measured inside the interpreter; Python %s"
                    % (args.imports, sys.version.split()[0]), before, load_average())
     report.targets([
-        ("import sound_bulk (python -S)", "%.1f ms" % ours, "< 15 ms", ours < 15),
-        ("import camb + build CambAI", "%.1f ms" % sdk, "(for comparison)", None),
+        ("import sound_bulk (python -S), wall", "%.1f ms" % ours[0], "< 15 ms", ours[0] < 15),
+        ("import sound_bulk (python -S), CPU", "%.1f ms" % ours[1], "< 15 ms", ours[1] < 15),
+        ("import camb + build CambAI, wall", "%.1f ms" % sdk[0], "(for comparison)", None),
+        ("import camb + build CambAI, CPU", "%.1f ms" % sdk[1], "(for comparison)", None),
     ])
 
 
