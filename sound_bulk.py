@@ -1074,9 +1074,15 @@ def _declared_length(head):
 
     WAV (RIFF, RIFX, RF64/BW64 through their ds64 chunk, W64) and AIFF carry the size of the whole
     file in their first bytes, WAV also the size of its ``data`` chunk: the longer of the two counts.
+    MP4 boxes and a Matroska/WebM segment carry their own sizes: the last one that starts within
+    ``head`` must end within the file.
     """
     import struct
     head = bytes(head)
+    if head[4:8] == b"ftyp":
+        return _mp4_length(head)
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return _ebml_length(head)
     if head[:16] == _W64_RIFF and len(head) >= 24:
         return _chunk_walk(head, struct.unpack("<Q", head[16:24])[0], 40, 16, "<Q", 8, (_W64_DATA,), None)
     if head[:4] not in (b"RIFF", b"RIFX", b"RF64", b"BW64", b"FORM") or len(head) < 8:
@@ -1089,6 +1095,45 @@ def _declared_length(head):
         riff64, data64 = struct.unpack("<QQ", head[20:36])
         total = riff64 + 8
     return _chunk_walk(head, total, 12, 4, order + "I", 2, (b"data", b"SSND"), data64)
+
+
+def _mp4_length(head):
+    """Where the last MP4 box that starts within ``head`` ends (None if a size is 0, "to the end", or broken)."""
+    import struct
+    pos = end = 0
+    while pos + 8 <= len(head):
+        size = struct.unpack(">I", head[pos:pos + 4])[0]
+        if size == 1 and pos + 16 <= len(head):
+            size = struct.unpack(">Q", head[pos + 8:pos + 16])[0]
+        if size < 8:
+            return None
+        end = pos = pos + size
+    return end or None
+
+
+def _ebml_vint(head, pos):
+    """An EBML variable-length number at ``pos``: (value, length); value None when all ones (unknown)."""
+    if pos >= len(head) or not head[pos]:
+        return None, 0
+    length = 9 - head[pos].bit_length()
+    if pos + length > len(head):
+        return None, 0
+    value = head[pos] & (0xFF >> length)
+    for byte in head[pos + 1:pos + length]:
+        value = (value << 8) | byte
+    return (None if value == (1 << (7 * length)) - 1 else value), length
+
+
+def _ebml_length(head):
+    """Where a Matroska/WebM file's Segment ends, when its header says (a live stream's does not)."""
+    size, n = _ebml_vint(head, 4)
+    if size is None:
+        return None
+    pos = 4 + n + size
+    if head[pos:pos + 4] != b"\x18\x53\x80\x67":
+        return None
+    size, n = _ebml_vint(head, pos + 4)
+    return pos + 4 + n + size if size is not None else None
 
 
 def _chunk_walk(head, total, pos, id_size, size_format, align, data_ids, data64):

@@ -133,16 +133,40 @@ def rf64(size, seed=b"r"):
     return head + (hashlib.sha256(seed).digest() * (size // 32 + 1))[:data_size]
 
 
+def fill(head, size, seed):
+    return head + (hashlib.sha256(seed).digest() * (size // 32 + 1))[:size - len(head)]
+
+
+def w64(size, seed=b"w"):
+    tail = b"\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
+    return fill(b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00" + struct.pack("<Q", size) + b"wave" + tail
+                + b"data" + tail + struct.pack("<Q", size - 40), size, seed)
+
+
+def aiff(size, seed=b"i"):
+    return fill(b"FORM" + struct.pack(">I", size - 8) + b"AIFFSSND" + struct.pack(">I", size - 20), size, seed)
+
+
+def m4a(size, seed=b"m"):
+    return fill(b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00M4A isom" + struct.pack(">I", size - 24) + b"mdat", size, seed)
+
+
+def webm(size, seed=b"e"):
+    ebml = b"\x1a\x45\xdf\xa3\x93\x42\x86\x81\x01\x42\xf7\x81\x01\x42\x82\x84webm\x42\x87\x81\x04"
+    return fill(ebml + b"\x18\x53\x80\x67\x01" + struct.pack(">Q", size - len(ebml) - 12)[1:], size, seed)
+
+
 def files(folder):
     return sorted(os.listdir(str(folder)))
 
 
 # -- 1. the format's own length -----------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [wav, rf64], ids=["riff", "rf64"])
+@pytest.mark.parametrize("make", [wav, rf64, w64, aiff, m4a, webm], ids=lambda f: f.__name__)
 def test_a_body_cut_short_without_content_length_is_caught_by_the_header(client, tmp_path, make):
-    # fails before: the half file was saved as 5.wav (http.client sees EOF as the end of the body).
+    # fails before: the half file was saved (http.client sees EOF as the end of the body).
     body = make(100_000)
+    assert sb.sniff_audio(body) and sb._declared_length(body[:4096]) == len(body)
     with Storage([reply(body, length=False, cut=50_000), reply(body, length=False)]) as storage:
         path, size = client.download(5, str(tmp_path), url=storage.url)
     assert size == len(body) and open(path, "rb").read() == body
@@ -177,6 +201,11 @@ def test_declared_lengths():
     assert sb._declared_length(b"fLaC\x00\x00\x00\x22") is None
     aiff = b"FORM" + struct.pack(">I", 992) + b"AIFF"
     assert sb._declared_length(aiff) == 1000
+    live = bytearray(webm(1000))
+    live[28:36] = b"\x01\xff\xff\xff\xff\xff\xff\xff"  # a segment of unknown size (a live stream)
+    assert sb._declared_length(bytes(live)) is None and sb._declared_length(webm(1000)) == 1000
+    assert sb._declared_length(m4a(1000)) == 1000
+    assert sb._declared_length(b"\x00\x00\x00\x18ftypM4A " + bytes(12) + b"\x00\x00\x00\x00mdat") is None
 
 
 # -- 2. resume only with a validator ------------------------------------------------------------
