@@ -149,7 +149,8 @@ class Fake:
         self.admin = self.env.pop("FAKE_ADMIN_URL")
 
     def reset(self):
-        urllib.request.urlopen(urllib.request.Request(self.admin + "/reset", data=b"", method="POST"), timeout=10).read()
+        request = urllib.request.Request(self.admin + "/reset", data=b"", method="POST")
+        urllib.request.urlopen(request, timeout=10).read()
 
     def stats(self):
         return json.loads(urllib.request.urlopen(self.admin + "/stats", timeout=10).read())

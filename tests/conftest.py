@@ -18,7 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 # The module under test: this repository's copy, or a vendored copy named by SOUND_BULK_UNDER_TEST.
-sys.path.insert(0, os.path.dirname(os.path.abspath(os.environ.get("SOUND_BULK_UNDER_TEST", os.path.join(ROOT, "sound_bulk.py")))))
+UNDER_TEST = os.environ.get("SOUND_BULK_UNDER_TEST", os.path.join(ROOT, "sound_bulk.py"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(UNDER_TEST)))
 
 from fake_api import API_KEY, FakeCamb  # noqa: E402
 import sound_bulk  # noqa: E402

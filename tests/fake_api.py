@@ -31,7 +31,8 @@ _BLOCK = 64 * 1024
 def wav_header(size):
     """A 44-byte RIFF/WAVE header for a file of ``size`` bytes (16-bit mono 16 kHz PCM)."""
     data = max(0, size - WAV_HEADER)
-    return (b"RIFF" + struct.pack("<I", size - 8) + b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+    return (b"RIFF" + struct.pack("<I", size - 8) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
             + b"data" + struct.pack("<I", data))
 
 
@@ -109,10 +110,12 @@ class FakeCamb:
         self.connect_delay = connect_delay
         self.request_delay = request_delay
         self.api_delay = api_delay  # added to API requests only: a far-away API, storage close by
-        self.task_plan = []  # per created task: ("success", polls) | ("error", polls, reason) | ("answer", polls, body)
+        # per created task: ("success", polls) | ("error", polls, reason) | ("answer", polls, body)
+        self.task_plan = []
         self.default_task_plan = ("success", 1)  # for tasks the plan list does not cover
-        self.create_faults = []  # per creation: ("after", status) creates, then answers status; ("before", status) does not;
+        # per creation: ("after", status) creates, then answers status; ("before", status) does not;
         # ("answer", body) creates, then answers 200 with that body
+        self.create_faults = []
         self.requests = []
         self.connections = {"api": 0, "storage": 0}
         self.api_active = self.api_peak = 0  # API requests being served at once, and the most seen
@@ -389,7 +392,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(422, {"detail": [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]})
         ids = data.get("run_ids") if isinstance(data, dict) else None
         if not isinstance(ids, list):
-            return self._send(422, {"detail": [{"loc": ["body", "run_ids"], "msg": "Field required", "type": "missing"}]})
+            return self._send(422, {"detail": [
+                {"loc": ["body", "run_ids"], "msg": "Field required", "type": "missing"}]})
         errors = [{"loc": ["body", "run_ids", i], "msg": "Input should be a valid integer", "type": "int_type"}
                   for i, v in enumerate(ids) if not isinstance(v, int) or isinstance(v, bool)]
         if errors:
@@ -444,7 +448,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except (UnicodeDecodeError, ValueError):
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("prompt"), str) or not data["prompt"].strip():
-            return self._send(422, {"detail": [{"loc": ["body", "prompt"], "msg": "Field required", "type": "missing"}]})
+            return self._send(422, {"detail": [
+                {"loc": ["body", "prompt"], "msg": "Field required", "type": "missing"}]})
         duration = data.get("duration", 8)
         if data.get("audio_type", "sound") == "sound" and (not isinstance(duration, (int, float)) or duration > 10):
             return self._send(422, {"detail": [{"loc": ["body", "duration"], "msg": "at most 10", "type": "le"}]})
@@ -621,7 +626,8 @@ def demo(out):
         env = dict(os.environ, CAMB_API_KEY=fake.api_key, CAMB_API_BASE_URL=fake.base_url,
                    PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         for extra in ([], ["--json"]):
-            cmd = [sys.executable, "-m", "sound_bulk", "fetch"] + [str(i) for i in range(101, 111)] + ["-o", out] + extra
+            cmd = ([sys.executable, "-m", "sound_bulk", "fetch"] + [str(i) for i in range(101, 111)]
+                   + ["-o", out] + extra)
             print("$ python -m sound_bulk fetch 101 102 ... 110 -o %s %s" % (out, " ".join(extra)), flush=True)
             code = subprocess.call(cmd, env=env)
             print("(exit status %d)\n" % code, flush=True)

@@ -97,7 +97,8 @@ def test_full_fetch_offline(replay, tmp_path):
         (201, "saved", "201.wav"), (202, "saved", "202.flac")]
     for o, (size, kind) in zip(outcomes, [(2048, "wav"), (1500, "flac")]):
         with open(o.path, "rb") as f:
-            assert hashlib.sha256(f.read()).digest() == hashlib.sha256(b"".join(body_bytes(o.run_id, size, kind))).digest()
+            expected = hashlib.sha256(b"".join(body_bytes(o.run_id, size, kind))).digest()
+            assert hashlib.sha256(f.read()).digest() == expected
     assert sorted(os.listdir(tmp_path)) == ["201.wav", "202.flac"]
 
 

@@ -17,7 +17,8 @@ from fake_api import API_KEY, body_sha256
 
 CAPTURE = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)  # capture_output, text: 3.7+
 
-MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))  # also the cwd of subprocesses: `python -m` looks there first
+# also the cwd of subprocesses: `python -m` looks there first
+MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))
 
 
 class TTY(io.StringIO):

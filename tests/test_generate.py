@@ -15,7 +15,8 @@ from fake_api import API_KEY
 
 CAPTURE = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)  # capture_output, text: 3.7+
 
-MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))  # also the cwd of subprocesses: `python -m` looks there first
+# also the cwd of subprocesses: `python -m` looks there first
+MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))
 
 
 def run(argv, stdin=""):
@@ -47,7 +48,8 @@ def test_prompts_become_files(env, tmp_path):
     assert [g["prompt"] for g in got] == ["rain on a tin roof", "a door creaks"]
     assert all(g["status"] == "saved" and g["task_id"] and g["run_id"] for g in got)
     assert all(os.path.isfile(g["path"]) for g in got)
-    created = [json.loads(r["body"]) for r in env.seen("api", "POST", "/apis/text-to-sound") if r["path"] == "/apis/text-to-sound"]
+    created = [json.loads(r["body"]) for r in env.seen("api", "POST", "/apis/text-to-sound")
+               if r["path"] == "/apis/text-to-sound"]
     assert sorted(created, key=lambda c: c["prompt"]) == [  # submitted concurrently: any order
         {"prompt": "a door creaks", "audio_type": "sound", "duration": 4.0},
         {"prompt": "rain on a tin roof", "audio_type": "sound", "duration": 4.0}]
