@@ -524,7 +524,8 @@ def table_workers(args, ctx, report):
             return matrix(job, [("%d" % w, "a", w) for w in args.worker_counts], repeat)
 
         res = with_fake(args, ctx["certs"], count, size, api_delay, go)
-        case = "%s x %s%s" % ("{:,}".format(count), human(size), ", API +%g ms" % (api_delay * 1000) if api_delay else "")
+        case = "%s x %s%s" % ("{:,}".format(count), human(size),
+                              ", API +%g ms" % (api_delay * 1000) if api_delay else "")
         for w in args.worker_counts:
             r = res["%d" % w]
             rows.append((case, "%d" % w, "%d" % repeat, "%.3f" % r[0], "%.2f" % (r[0] * 1000.0 / count),
@@ -558,8 +559,10 @@ def parse_args(argv=None):
     p.add_argument("--tables", type=table_list, default=DEFAULT_TABLES,
                    help="tables to print, in order (%s)" % ", ".join(TABLES))
     p.add_argument("--repeat", type=int, default=5, help="runs per figure; the median is shown")
-    p.add_argument("--repeat-large", type=int, default=3, help="runs per figure for scaling rows of 10,000 runs or more")
-    p.add_argument("--repeat-latency", type=int, default=3, help="runs per figure for the latency case of the workers table")
+    p.add_argument("--repeat-large", type=int, default=3,
+                   help="runs per figure for scaling rows of 10,000 runs or more")
+    p.add_argument("--repeat-latency", type=int, default=3,
+                   help="runs per figure for the latency case of the workers table")
     p.add_argument("--count", type=int, default=60, help="run IDs in the compare table")
     p.add_argument("--size", type=int, default=MiB, help="bytes per WAV in the compare table")
     p.add_argument("--big", type=int, default=1024 * MiB, help="bytes of the single large file")
