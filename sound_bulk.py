@@ -786,7 +786,7 @@ class Manifest:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
             try:
                 size = os.fstat(fd).st_size
-                if size and hasattr(os, "pread") and os.pread(fd, 1, size - 1) != b"\n":
+                if size and _byte_at(fd, size - 1) != b"\n":
                     data = b"\n" + data  # seal a torn line left by a crash
                 view = memoryview(data)
                 while view:  # os.write may write less than asked (a full disk, a signal): finish it
@@ -1975,7 +1975,7 @@ class _Writer:
         self.head = b""
         self.head_at = 0
         self._flushed = 0
-        self._advise = getattr(os, "posix_fadvise", None)
+        self._advise = getattr(os, "posix_fadvise", None) if hasattr(os, "POSIX_FADV_DONTNEED") else None
 
     def write(self, data):
         if len(self.head) < self.HEAD:
@@ -2025,7 +2025,7 @@ class _Writer:
 
 def _sweep_stale_parts(out_dir):
     """Remove temp files left by a run that was killed (its process is gone); POSIX only."""
-    if os.name != "posix":
+    if os.name != "posix" or not hasattr(os, "kill"):
         return
     import re
     try:
@@ -2069,9 +2069,19 @@ def _name_taken(path):
     raise FileExistsError(17, "already saved", path) from None
 
 
+def _byte_at(fd, offset):
+    """One byte of an open file (os.pread is POSIX-only; elsewhere seek and read, the fd being ours alone)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, 1, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, 1)
+
+
 def _publish(tmp_path, path):
     """Give the finished temp file its final name, never replacing an existing file (or link, or folder)."""
     try:
+        if not hasattr(os, "link"):
+            raise OSError("no hard links on this platform")
         os.link(tmp_path, path)  # never follows a link at ``path``: fails if anything is there
     except FileExistsError:
         _name_taken(path)

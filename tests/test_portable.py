@@ -1,0 +1,130 @@
+"""Portability: a platform without some POSIX-only name (Windows, macOS, odd builds) still fetches and
+generates, and the module alone on a bare ``python -S`` (3.6 included) saves files."""
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import sound_bulk as sb
+from fake_api import API_KEY, body_sha256
+
+CAPTURE = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)  # capture_output, text: 3.7+
+
+# Names that exist on Linux but not everywhere (pread, posix_fadvise, the O_ flags: not on Windows; link: not on
+# every file system or build; kill: signals are POSIX; SIGTERM: not on every platform).  O_BINARY is the
+# opposite (Windows only), so it is missing here already: the module must open files without it as well.
+POSIX_ONLY = [
+    (os, "pread"), (os, "pwrite"), (os, "posix_fadvise"), (os, "POSIX_FADV_DONTNEED"), (os, "link"), (os, "kill"),
+    (os, "O_NOFOLLOW"), (os, "O_CLOEXEC"), (os, "O_DIRECTORY"), (os, "O_BINARY"), (os, "fdatasync"),
+    (os, "getuid"), (os, "geteuid"), (os, "statvfs"), (signal, "SIGTERM"), (signal, "SIGKILL"),
+    (signal, "SIGHUP"), (signal, "SIGPIPE"),
+]
+TORN = b'{"event": "created", "key": "tor'  # a manifest line cut short by a crash
+
+
+@pytest.fixture
+def cli_env(fake, monkeypatch):
+    monkeypatch.setenv("CAMB_API_KEY", API_KEY)
+    monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
+    fake.default_task_plan = ("success", 0)  # tasks done at the first poll: no real sleep
+    monkeypatch.setattr(sb._Writer, "WRITEBACK_STEP", 4096)  # reach the write-back advice with small files
+    return fake
+
+
+def run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = sb.main(argv, stdin=io.StringIO(""), stdout=out, stderr=err)
+    return code, [json.loads(x) for x in out.getvalue().splitlines()], err.getvalue()
+
+
+def sha256_of(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def fetch_and_generate(fake, tmp_path):
+    """Both journeys through the CLI; asserts what a user would see: files with the right bytes, a manifest."""
+    fake.add_run(1, size=20000)
+    fake.add_run(2, size=9000, kind="flac")
+    code, got, err = run(["fetch", "1", "2", "-o", str(tmp_path / "f"), "--json"])
+    assert code == 0, err
+    assert [(g["status"], os.path.basename(g["path"])) for g in got] == [("saved", "1.wav"), ("saved", "2.flac")]
+    assert sha256_of(str(tmp_path / "f" / "1.wav")) == body_sha256(1, 20000)
+    assert sha256_of(str(tmp_path / "f" / "2.flac")) == body_sha256(2, 9000, "flac")
+    assert sorted(os.listdir(str(tmp_path / "f"))) == ["1.wav", "2.flac"]  # no temp file left
+
+    gen = tmp_path / "g"
+    gen.mkdir()
+    with open(str(gen / sb.MANIFEST_NAME), "wb") as f:
+        f.write(TORN)  # the next record must start on a line of its own
+    code, got, err = run(["generate", "rain on a tin roof", "-o", str(gen), "--json"])
+    assert code == 0, err
+    assert [g["status"] for g in got] == ["saved"] and os.path.isfile(got[0]["path"])
+    with open(str(gen / sb.MANIFEST_NAME), "rb") as f:
+        lines = f.read().split(b"\n")
+    assert lines[0] == TORN and lines[-1] == b""
+    events = [json.loads(line.decode("utf-8"))["event"] for line in lines[1:-1]]
+    assert "created" in events and "saved" in events
+
+
+@pytest.mark.parametrize("owner, name", POSIX_ONLY, ids=["%s.%s" % (o.__name__, n) for o, n in POSIX_ONLY])
+def test_fetch_and_generate_work_without(cli_env, tmp_path, monkeypatch, owner, name):
+    monkeypatch.delattr(owner, name, raising=False)
+    fetch_and_generate(cli_env, tmp_path)
+
+
+def test_fetch_and_generate_work_without_any_of_them(cli_env, tmp_path, monkeypatch):
+    for owner, name in POSIX_ONLY:
+        monkeypatch.delattr(owner, name, raising=False)
+    fetch_and_generate(cli_env, tmp_path)
+
+
+def test_without_os_kill_temp_files_of_other_runs_are_kept(cli_env, tmp_path, monkeypatch):
+    """Whether the process that left a temp file is gone cannot be told without os.kill: keep the file."""
+    monkeypatch.delattr(os, "kill")
+    cli_env.add_run(5, size=1000)
+    part = tmp_path / ".5.4194305-0badcafe.part"  # a PID above Linux's largest: no such process
+    part.write_bytes(b"RIFF")
+    code, got, err = run(["fetch", "5", "-o", str(tmp_path), "--json"])
+    assert code == 0 and got[0]["status"] == "saved", err
+    assert sorted(os.listdir(str(tmp_path))) == [part.name, "5.wav"]
+
+
+def test_console_main_without_sigterm(cli_env, tmp_path, monkeypatch):
+    """The entry point maps SIGTERM to Ctrl-C where there is one; where there is none it just runs."""
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.delattr(signal, "SIGTERM")
+    cli_env.add_run(1)
+    monkeypatch.setattr(sys, "argv", ["sound-bulk", "fetch", "1", "-o", str(tmp_path), "-q"])
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            sb.console_main()
+    finally:
+        signal.signal(signal.Signals.SIGTERM, before)
+    assert exit_.value.code == 0
+    assert os.listdir(str(tmp_path)) == ["1.wav"]
+
+
+def test_bare_interpreter_fetch_from_a_lone_copy_saves_files(fake, tmp_path):
+    """`python -S -m sound_bulk fetch` from a folder holding only the file: what a locked-down host runs
+    (in CI this runs under every version, 3.6 included)."""
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(sb.__file__, str(lone / "sound_bulk.py"))
+    fake.add_run(11, size=5000)
+    fake.add_run(12, size=7000, kind="mp3")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url)
+    out = subprocess.run([sys.executable, "-S", "-m", "sound_bulk", "fetch", "11", "12", "-o", str(tmp_path / "o"),
+                          "--json"], cwd=str(lone), env=env, timeout=60, **CAPTURE)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(x)["status"] for x in out.stdout.splitlines()] == ["saved", "saved"]
+    assert sha256_of(str(tmp_path / "o" / "11.wav")) == body_sha256(11, 5000)
+    assert sha256_of(str(tmp_path / "o" / "12.mp3")) == body_sha256(12, 7000, "mp3")
