@@ -234,7 +234,8 @@ class NoClient:
 
 
 # (427: the smallest body the fake makes that is whole audio in every kind: an ID3 tag and one MP3 frame)
-@given(st.integers(min_value=427, max_value=600_000), st.lists(st.integers(min_value=1, max_value=300_000), max_size=40),
+@given(st.integers(min_value=427, max_value=600_000),
+       st.lists(st.integers(min_value=1, max_value=300_000), max_size=40),
        st.sampled_from(["wav", "flac", "ogg", "mp3"]))
 def test_any_chunk_boundaries_give_the_same_file(tmp_path_factory, size, sizes, kind):
     data = b"".join(body_bytes(3, size, kind))

@@ -302,7 +302,8 @@ def test_a_slow_but_steady_body_is_not_broken_off(sleeps, tmp_path):
 def id3(size, footer=False):
     """An ID3v2.4 tag of ``size`` bytes after its header (zeros), with its syncsafe size."""
     syncsafe = bytes([(size >> 21) & 0x7F, (size >> 14) & 0x7F, (size >> 7) & 0x7F, size & 0x7F])
-    return b"ID3\x04\x00" + (b"\x10" if footer else b"\x00") + syncsafe + bytes(size) + (b"3DI" + bytes(7) if footer else b"")
+    return (b"ID3\x04\x00" + (b"\x10" if footer else b"\x00") + syncsafe + bytes(size)
+            + (b"3DI" + bytes(7) if footer else b""))
 
 
 def short_id(value):
