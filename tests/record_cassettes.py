@@ -45,7 +45,7 @@ def scrub_request(request):
 
 def scrub_response(response):
     body = response["body"]["string"]
-    if isinstance(body, bytes) and not sound_bulk.sniff_audio(body[:12]):
+    if isinstance(body, bytes) and not sound_bulk.sniff_audio(body[:4096]):  # MPEG needs whole frames
         body = response["body"]["string"] = scrub_text(body.decode("utf-8", "replace")).encode("utf-8")
         for name in response["headers"]:
             if name.lower() == "content-length":
