@@ -148,7 +148,8 @@ def aiff(size, seed=b"i"):
 
 
 def m4a(size, seed=b"m"):
-    return fill(b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00M4A isom" + struct.pack(">I", size - 24) + b"mdat", size, seed)
+    head = b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00M4A isom" + struct.pack(">I", size - 24) + b"mdat"
+    return fill(head, size, seed)
 
 
 def webm(size, seed=b"e"):
