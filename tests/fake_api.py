@@ -94,7 +94,8 @@ class FakeCamb:
     """Both servers, their state, the faults to inject, and what they saw.
 
     Fault queues hold one entry per call and are consumed in order:
-    ``bulk_faults`` for bulk calls, ``storage_faults[run_id]`` for downloads.
+    ``bulk_faults`` for bulk calls, ``storage_faults[run_id]`` for downloads (a name, or
+    ``("status", code[, body])``), ``storage_faults["post"]`` for POSTs that reach the storage.
     """
 
     def __init__(self, api_key=API_KEY, tls=None, connect_delay=0.0, request_delay=0.0,
@@ -492,6 +493,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _storage_post(self, raw):
         # Target of the cross-origin redirect fault: answers like the API but demands no key,
         # so a test can see whether the key came along.
+        with self.fake.lock:
+            queue = self.fake.storage_faults.get("post") or []
+            fault = queue.pop(0) if queue else None
+        if fault is not None:  # storage_faults["post"]: ("status", code) answers for these POSTs, in order
+            return self._send(fault[1], {"detail": "injected %d" % fault[1]})
         ids = json.loads(raw.decode("utf-8")).get("run_ids", []) if raw else []
         self._send(200, {str(rid): {"status": "PENDING"} for rid in ids})
 
@@ -519,6 +525,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(503, b"<Error><Code>SlowDown</Code></Error>", "application/xml")
         if fault == "html200":
             return self._send(200, _MAGIC["html"] * 4, "text/html")
+        if isinstance(fault, tuple) and fault[0] == "status":  # ("status", code[, body]): any answer at all
+            return self._send(fault[1], fault[2] if len(fault) > 2 else b"<Error><Code>Injected</Code></Error>",
+                              "application/xml")
+        if fault == "no_content_range":  # a 206 for the range asked, without the header that says which
+            headers_206 = [("ETag", '"%s"' % hashlib.md5(("%d-%d" % (rid, run.size)).encode()).hexdigest())]
+            first = int((self.headers.get("Range") or "bytes=0-").split("=")[1].split("-")[0])
+            return self._send(206, b"".join(body_bytes(rid, run.size, run.kind, first)), "audio/wav", headers_206)
         size, kind = run.size, run.kind
         start, end, status = 0, size, 200
         etag = '"%s"' % hashlib.md5(("%d-%d" % (rid, size)).encode()).hexdigest()
