@@ -1,0 +1,138 @@
+"""The command line at its edges: exit codes, option checks, the interrupted count, the summary line."""
+
+import io
+import json
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+import sound_bulk as sb
+from fake_api import API_KEY
+
+
+class TTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def run(argv, stdin="", stderr=None):
+    out, err = io.StringIO(), stderr if stderr is not None else io.StringIO()
+    code = sb.main(argv, stdin=io.StringIO(stdin), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def env(fake, monkeypatch):
+    monkeypatch.setenv("CAMB_API_KEY", API_KEY)
+    monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
+    fake.default_task_plan = ("success", 0)  # no real sleep between polls
+    return fake
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["fetch", "1", "--timeout", "abc"], "argument --timeout: 'abc' is not a number"),
+    (["fetch", "1", "--timeout", "0"], "argument --timeout: must be more than 0"),
+    (["fetch", "1", "--timeout", "inf"], "argument --timeout: must be more than 0"),
+    (["fetch", "1", "--wait", "-1"], "argument --wait: must be 0 or more"),
+    (["fetch", "1", "--workers", "0"], "argument --workers: must be a whole number from 1 to 64"),
+    (["fetch", "1", "--workers", "65"], "argument --workers: must be a whole number from 1 to 64"),
+    (["generate", "x", "--workers", "0"], "argument --workers: must be a whole number from 1 to 64"),
+    (["generate", "x", "--workers", "65"], "argument --workers: must be a whole number from 1 to 64"),
+    (["generate", "x", "--workers", "2.5"], "argument --workers: must be a whole number from 1 to 64"),
+    (["generate", "x", "--duration", "abc"], "argument --duration"),
+])
+def test_bad_options_exit_2_with_the_reason_and_send_nothing(env, tmp_path, argv, message):
+    code, out, err = run(argv + ["-o", str(tmp_path)])
+    assert code == 2 and message in err and out == ""
+    assert "Traceback" not in err
+    assert env.requests == []
+
+
+@pytest.mark.parametrize("workers", ["1", "64"])
+def test_generate_workers_1_and_64_are_accepted(env, tmp_path, workers):
+    code, out, err = run(["generate", "x", "--workers", workers, "-o", str(tmp_path), "--json"])
+    assert code == 0, err
+    assert [json.loads(line)["status"] for line in out.splitlines()] == ["saved"]
+
+
+def test_an_error_of_the_disk_exits_1_with_a_message_not_a_traceback(env, tmp_path):
+    (tmp_path / "file").write_text("x")
+    code, out, err = run(["generate", "x", "-o", str(tmp_path / "file" / "sub")])
+    assert code == 1
+    assert err.startswith("sound_bulk: error: ") and "Not a directory" in err and "Traceback" not in err
+    assert env.requests == []  # nothing paid for before the output folder exists
+
+
+def test_a_rejected_key_exits_3(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("CAMB_API_KEY", "wrong-key-1234567")
+    code, _, err = run(["fetch", "1", "-o", str(tmp_path)])
+    assert code == 3 and "rejected the key" in err and "wrong-key-1234567" not in err
+
+
+def test_the_summary_counts_each_status_in_a_fixed_order(env, tmp_path):
+    env.add_runs([1, 2], size=3000)
+    env.add_run(3, "pending")
+    env.add_run(4, "failed")
+    code, out, err = run(["fetch", "4", "3", "1", "2", "-o", str(tmp_path)])
+    assert code == 1
+    assert re.match(r"sound_bulk: 2 saved, 1 pending, 1 failed \(4 runs, 5\.9 KiB saved in \d+\.\d s\)\n$", err), err
+    lines = out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["4", "failed"], ["3", "pending"], ["1", "saved"], ["2", "saved"]]
+    assert lines[2].endswith("1.wav (2.9 KiB)")
+    code, out, err = run(["fetch", "1", "2", "-o", str(tmp_path)])
+    assert code == 0 and err.startswith("sound_bulk: 2 skipped (2 runs, 0 B saved in ")
+
+
+def test_quiet_prints_only_the_runs_that_failed(env, tmp_path):
+    env.add_runs([1], size=3000)
+    env.add_run(3, "pending")
+    code, out, err = run(["fetch", "1", "3", "-o", str(tmp_path), "-q"])
+    assert code == 1 and out == ""
+    assert err.splitlines() == ["sound_bulk: 3            pending  not ready yet"]
+
+
+def test_the_progress_line_is_cleared_before_results_and_summary(env, tmp_path):
+    env.add_runs([1, 2], size=100_000)
+    tty = TTY()
+    code, out, _ = run(["fetch", "1", "2", "-o", str(tmp_path)], stderr=tty)
+    err = tty.getvalue()
+    assert code == 0 and "files" in err
+    summary = err.index("sound_bulk: 2 saved")
+    assert err[:summary].endswith("\r\x1b[K")  # the last progress line was wiped first
+    assert "files" not in err[summary:]
+
+
+def test_ctrl_c_reports_how_many_were_saved(env, tmp_path):
+    """Timing assumed: the interrupt, sent once the fake is serving run 3 (which stalls 10 s), arrives
+    while fetch still waits for it.  Runs 1 and 2 were saved before run 3 was asked for (one worker)."""
+    env.add_runs([1, 2], size=3000)
+    env.add_run(3, size=200_000)
+    env.slow_delay = 10
+    env.storage_faults[3] = ["slow"]
+
+    def interrupt():
+        for _ in range(1000):  # at most 10 s
+            if any("audio_3" in r["path"] for r in env.seen("storage")):
+                break
+            time.sleep(0.01)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        t = threading.Thread(target=interrupt)
+        t.start()
+        started = time.monotonic()
+        code, out, err = run(["fetch", "1", "2", "3", "-o", str(tmp_path), "--workers", "1", "--json"])
+        took = time.monotonic() - started
+        t.join(15)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert code == 130
+    assert "interrupted: 2 saved; run the same command again" in err
+    assert [(o["run_id"], o["status"]) for o in map(json.loads, out.splitlines())] == [
+        (1, "saved"), (2, "saved"), (3, "error")]
+    assert took < 9  # it did not wait for the stalled download
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.wav", "2.wav"]
