@@ -114,6 +114,7 @@ class FakeCamb:
         # per created task: ("success", polls) | ("error", polls, reason) | ("answer", polls, body)
         self.task_plan = []
         self.default_task_plan = ("success", 1)  # for tasks the plan list does not cover
+        self.poll_faults = []  # per task poll, in order: an HTTP status to answer instead (not counted as a poll)
         # per creation: ("after", status) creates, then answers status; ("before", status) does not;
         # ("answer", body) creates, then answers 200 with that body
         self.create_faults = []
@@ -470,6 +471,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _task_status(self, task_id):
         fake = self.fake
+        with fake.lock:
+            fault = fake.poll_faults.pop(0) if fake.poll_faults else None
+        if fault is not None:
+            return self._send(fault, {"detail": "injected %d" % fault})
         with fake.lock:
             task = fake.tasks.get(task_id)
             if task is None:
