@@ -46,6 +46,7 @@ __all__ = [
     "manifest_run_ids", "prompt_keys", "main",
 ]
 
+import collections  # already imported by threading: free
 import os
 import sys
 import threading
@@ -608,8 +609,8 @@ class Client:
             url = self._fresh_url(rid, None)
         return _Download(self, rid, out_dir, url, progress, cancel).run()
 
-    def fetch(self, run_ids, out_dir=".", *, workers=DEFAULT_WORKERS, wait=0.0,
-              progress=None, on_outcome=None, cancel=None):
+    def fetch(self, run_ids, out_dir=".", *, workers=None, wait=0.0,
+              progress=None, on_outcome=None, cancel=None, on_wait=None):
         """The whole journey: resolve, download in parallel, report every run.
 
         Returns one ``FetchOutcome`` per requested run, in request order.  Runs
@@ -618,12 +619,21 @@ class Client:
         until they are or ``wait`` seconds have passed.  Ctrl-C raises
         ``FetchInterrupted`` carrying the outcomes so far; no partial file is
         left under a final name.
+
+        ``workers``: parallel downloads, and the most bulk calls at once (which
+        are also at most ``api_concurrency``); by default 4 per CPU, from 4 to
+        DEFAULT_WORKERS downloads and API_CONCURRENCY bulk calls.  ``on_outcome(outcome)``
+        is called as each run settles, ``progress(nbytes)`` as bytes arrive, and
+        ``on_wait(runs, next_check_in, seconds_left)`` about once a second while
+        only runs that are not ready remain.  ``cancel`` (a threading.Event) stops it.
         """
         ids = validate_run_ids(run_ids)
         self.reset_unreachable()
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or not 1 <= workers <= 64):
             raise ConfigurationError("workers must be a whole number from 1 to 64")
-        return _Fetch(self, ids, out_dir, workers, float(wait or 0), progress, on_outcome, cancel).run()
+        return _Fetch(self, ids, out_dir, workers, float(wait or 0), progress, on_outcome, cancel,
+                      on_wait).run()
 
     def abort(self):
         """Break every transfer in progress (used on Ctrl-C so threads stop at once)."""
@@ -1762,6 +1772,17 @@ class _Download:
         self.total = self.validator = self.ext = None  # what the storage said of the object, kept across tries
 
     def run(self):
+        """Download, fsync, name, fsync the folder: one run on its own (``Client.download``)."""
+        staged = self.stage()
+        try:
+            path = staged.publish()
+        finally:
+            staged.discard()
+        _sync_folder(self.out_dir)
+        return path, staged.size
+
+    def stage(self):
+        """The whole body, checked, in a temp file beside the destination: a ``_Staged`` to publish."""
         tmp_path = os.path.join(self.out_dir, ".%d.%d-%s.part" % (self.rid, os.getpid(), os.urandom(4).hex()))
         try:
             fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o666)
@@ -1769,23 +1790,16 @@ class _Download:
             raise DownloadError("cannot write in %s: %s" % (self.out_dir, exc.strerror or exc),
                                 run_id=self.rid) from None
         writer = _Writer(os.fdopen(fd, "wb", buffering=0))
+        staged = _Staged(self.rid, self.out_dir, tmp_path, writer)
         try:
-            ext, size = self._transfer(writer)
-            writer.commit()
-            path = os.path.join(self.out_dir, "%d%s" % (self.rid, ext))
-            _publish(tmp_path, path)
-            return path, size
-        except OSError as exc:
-            if isinstance(exc, (DownloadError, FileExistsError)):
-                raise
-            raise DownloadError("cannot save run %d: %s" % (self.rid, exc.strerror or exc),
-                                run_id=self.rid) from None
-        finally:
-            writer.close()
-            try:
-                os.unlink(tmp_path)
-            except OSError:
-                pass
+            staged.ext, staged.size = self._transfer(writer)
+            return staged
+        except BaseException as exc:
+            staged.discard()
+            if isinstance(exc, OSError) and not isinstance(exc, (DownloadError, FileExistsError)):
+                raise DownloadError("cannot save run %d: %s" % (self.rid, exc.strerror or exc),
+                                    run_id=self.rid) from None
+            raise
 
     def _transfer(self, writer):
         """Get the whole body into ``writer``; returns (extension, size)."""
@@ -2090,8 +2104,12 @@ def _publish(tmp_path, path):
         if os.path.lexists(path):
             _name_taken(path)
         os.replace(tmp_path, path)
+
+
+def _sync_folder(folder):
+    """fsync a folder, so the names given in it are on disk (one call covers every name given so far)."""
     try:
-        dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        dir_fd = os.open(folder or ".", os.O_RDONLY)
     except OSError:
         return
     try:
@@ -2102,54 +2120,237 @@ def _publish(tmp_path, path):
         os.close(dir_fd)
 
 
+class _Staged:
+    """A finished, checked download in its temp file: fsync it and give it its name (``publish``),
+    then ``discard`` the temp name.  Naming is durable once the folder is fsynced (``_sync_folder``),
+    which ``fetch`` does once for every group of files named together."""
+
+    def __init__(self, rid, out_dir, tmp_path, writer):
+        self.rid, self.out_dir, self.tmp_path, self.writer = rid, out_dir, tmp_path, writer
+        self.ext = self.size = None
+
+    def publish(self):
+        path = os.path.join(self.out_dir, "%d%s" % (self.rid, self.ext))
+        try:
+            self.writer.commit()
+            _publish(self.tmp_path, path)
+        except OSError as exc:
+            if isinstance(exc, (DownloadError, FileExistsError)):
+                raise
+            raise DownloadError("cannot save run %d: %s" % (self.rid, exc.strerror or exc),
+                                run_id=self.rid) from None
+        return path
+
+    def discard(self):
+        self.writer.close()
+        try:
+            os.unlink(self.tmp_path)
+        except OSError:
+            pass
+
+
 # ---------------------------------------------------------------------------
 # Many runs: resolve in chunks, download in parallel, poll the pending ones
 # ---------------------------------------------------------------------------
 
 class _InterruptFlag:
-    """While ``fetch`` runs in the main thread, Ctrl-C (and a SIGTERM the CLI maps to it) raises a flag
-    that the loop checks, instead of an exception at whatever line runs then: one raised inside
-    concurrent.futures.wait() can leave a future's lock held, and the threads could never be joined.
-    While the loop only sleeps, no lock is held, so there the exception is raised at once."""
+    """While a journey runs in the main thread, Ctrl-C (and a SIGTERM the CLI maps to it) raises a flag
+    that the loop checks, instead of an exception at whatever line runs then (one raised inside a lock's
+    code could leave the lock held, and the threads could never be joined).  While the loop only
+    sleeps, nothing is held, so there the exception is raised at once.
+
+    Flags nest: the outermost one installs the handler, and a signal raises every flag entered (the
+    CLI's around the whole command, ``fetch``'s inside it), so none is lost between them.  A signal
+    after the work is done, or a second one during clean-up, only raises the flag again: it can no
+    longer break off anything.  ``ignore_after``: leave SIGINT/SIGTERM ignored on exit (the CLI, whose
+    process only prints and exits then), instead of restoring Python's default handler."""
+
+    _stack = []
 
     def __init__(self):
         self.raised = False
         self.sleeping = False
+        self.ignore_after = False
         self._saved = []
 
     def __enter__(self):
         import signal
-        if threading.current_thread() is threading.main_thread():
+        if not _InterruptFlag._stack and threading.current_thread() is threading.main_thread():
             for name in ("SIGINT", "SIGTERM"):
                 signum = getattr(signal, name, None)
                 if signum is not None and signal.getsignal(signum) is signal.default_int_handler:
-                    signal.signal(signum, self._handle)
+                    signal.signal(signum, _InterruptFlag._handle)
                     self._saved.append(signum)
+        if self._saved or _InterruptFlag._stack:
+            self.raised = any(flag.raised for flag in _InterruptFlag._stack)  # a signal before we came
+            _InterruptFlag._stack.append(self)
         return self
 
-    def _handle(self, signum, frame):
-        self.raised = True
-        if self.sleeping:
+    @staticmethod
+    def _handle(signum, frame):
+        sleeping = False
+        for flag in _InterruptFlag._stack:
+            flag.raised = True
+            sleeping = sleeping or flag.sleeping
+        if sleeping:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc):
         import signal
+        if self in _InterruptFlag._stack:
+            _InterruptFlag._stack.remove(self)
         for signum in self._saved:
-            signal.signal(signum, signal.default_int_handler)
+            signal.signal(signum, signal.SIG_IGN if self.ignore_after else signal.default_int_handler)
+
+
+class _Inbox:
+    """The completion queue: crews put what they finished, the calling thread takes it all at once."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._items = []
+
+    def put(self, item):
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+
+    def take(self, timeout):
+        with self._cond:
+            if not self._items and timeout > 0:
+                self._cond.wait(timeout)
+            items, self._items = self._items, []
+        return items
+
+
+class _Crew:
+    """Up to ``size`` threads (started as work arrives) that run ``work(item)`` for each queued item,
+    or ``work(items)`` for all queued at once (``batch``), and put ``(kind, item, result, error)`` in
+    the inbox.  No futures: the cost of an item does not depend on how many others there are."""
+
+    def __init__(self, kind, size, work, inbox, batch=False):
+        self.kind, self.size, self.work, self.inbox, self.batch = kind, size, work, inbox, batch
+        self._queue = []
+        self._head = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._threads = []
+        self._idle = 0
+        self._closed = False
+
+    def put(self, item):
+        with self._cond:
+            self._queue.append(item)
+            if self._idle:
+                self._cond.notify()
+                return
+            if len(self._threads) >= self.size:
+                return
+            thread = threading.Thread(target=self._serve, name="sound_bulk-%s" % self.kind, daemon=True)
+            self._threads.append(thread)
+        thread.start()
+
+    def _next(self):
+        with self._cond:
+            while self._head >= len(self._queue) and not self._closed:
+                self._idle += 1
+                self._cond.wait()
+                self._idle -= 1
+            if self._head >= len(self._queue):
+                return None
+            if self.batch:
+                items = self._queue[self._head:]
+                self._queue, self._head = [], 0
+                return [items]
+            item = self._queue[self._head]
+            self._head += 1
+            if self._head > 1024 and self._head * 2 > len(self._queue):
+                del self._queue[:self._head]
+                self._head = 0
+            return [item]
+
+    def _serve(self):
+        while True:
+            got = self._next()
+            if got is None:
+                return
+            item = got[0]
+            try:
+                result, error = self.work(item), None
+            except BaseException as exc:  # reported to the calling thread, which decides
+                result, error = None, exc
+            self.inbox.put((self.kind, item, result, error))
+
+    def close(self, drop=False):
+        """No more work: threads end when the queue is empty (at once with ``drop``); returns what was dropped."""
+        with self._cond:
+            self._closed = True
+            dropped = []
+            if drop:
+                dropped = self._queue[self._head:]
+                self._queue, self._head = [], 0
+            self._cond.notify_all()
+        return dropped
+
+    def join(self):
+        for thread in self._threads:
+            thread.join()
+
+
+def _download_failure(out_dir, rid, exc):
+    """The outcome of a download that raised ``exc``: a name already taken by a file is ``skipped``."""
+    if isinstance(exc, FileExistsError):
+        path = exc.filename or saved_path(out_dir, rid)
+        return FetchOutcome(rid, "skipped", path, os.path.getsize(path) if path else None)
+    if isinstance(exc, SoundBulkError):
+        return FetchOutcome(rid, "error", error=str(exc))
+    return FetchOutcome(rid, "error", error="run %d: %s" % (rid, _os_error_text(exc)))
+
+
+def _transfer_threads(workers):
+    """Transfer threads for ``workers``: as given, or by default 4 per CPU, from 4 up to DEFAULT_WORKERS
+    (on 2 cores, more threads of big files only fight over the GIL; small files are latency-bound
+    and fine with 8)."""
+    if workers is not None:
+        return workers
+    return max(4, min(DEFAULT_WORKERS, 4 * (os.cpu_count() or 1)))
 
 
 class _Fetch:
-    def __init__(self, client, ids, out_dir, workers, wait, progress, on_outcome, cancel):
+    """The journey of ``fetch``, at a flat cost per run whatever the batch.
+
+    The calling thread plans and settles; three crews only run requests and report on one completion
+    queue (``_Inbox``): resolvers (bulk calls, at most min(workers, the client's API window)),
+    transfers (``_transfer_threads``) and one committer, which fsyncs finished files, names them and
+    fsyncs the folder once per group named together; so no fsync holds a transfer slot, and a run
+    is reported ``saved`` only once its bytes and its name are on disk.  At most ``window`` runs are
+    between "sent to be resolved" and "settled" (IDs are taken from the list only as room frees up),
+    so memory grows with the window, not the batch, and presigned URLs are used soon after they are
+    issued.  Runs not ready wait in a list and are asked for again in rounds with growing pauses."""
+
+    def __init__(self, client, ids, out_dir, workers, wait, progress, on_outcome, cancel, on_wait=None):
         self.client, self.ids, self.out_dir = client, ids, out_dir
-        self.workers, self.wait = workers, wait
-        self.progress, self.on_outcome = progress, on_outcome
+        self.wait = wait
+        self.progress, self.on_outcome, self.on_wait = progress, on_outcome, on_wait
         self.cancel = cancel if cancel is not None else threading.Event()
         self.outcomes = {}
-        self.inflight = {}  # future -> ("resolve", chunk) | ("download", run_id)
+        self.flying = 0  # runs sent to be resolved and not settled (nor back to waiting) yet
+        self.waiting = []  # run IDs not ready, to ask for again at next_poll
+        self.again = collections.deque()  # run IDs whose round of asking has come
+        self.polls = 0
+        self.next_poll = None
         self.interrupt = _InterruptFlag()
+        self.inbox = _Inbox()
+        transfers = _transfer_threads(workers)
+        bulk = min(workers or API_CONCURRENCY, client._window.limit)
+        self.window = MAX_RUN_IDS * bulk + 4 * transfers
+        self.crews = [_Crew("resolve", bulk, self._resolve, self.inbox),
+                      _Crew("transfer", transfers, self._transfer, self.inbox),
+                      _Crew("commit", 1, self._commit, self.inbox, batch=True)]
 
-    def _settle(self, outcome):
+    def _settle(self, outcome, flying=True):
         self.outcomes[outcome.run_id] = outcome
+        if flying:
+            self.flying -= 1
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 
@@ -2162,119 +2363,184 @@ class _Fetch:
         except OSError as exc:
             why = "cannot create %s: %s" % (self.out_dir, exc.strerror or exc)
             for rid in self.ids:
-                self._settle(FetchOutcome(rid, "error", error=why))
+                self._settle(FetchOutcome(rid, "error", error=why), flying=False)
             return self.ordered()
         _sweep_stale_parts(self.out_dir)
-        todo = []
-        for rid in self.ids:
-            path = saved_path(self.out_dir, rid)
-            if path:
-                self._settle(FetchOutcome(rid, "skipped", path, os.path.getsize(path)))
-            else:
-                todo.append(rid)
-        if not todo:
-            return self.ordered()
-        from concurrent.futures import ThreadPoolExecutor
-        # Bulk calls and downloads have pools of their own, so downloads start while later chunks
-        # are still being resolved: at most min(workers, API_CONCURRENCY) to the API, `workers` to storage.
-        resolvers = ThreadPoolExecutor(max_workers=min(self.workers, self.client._window.limit),
-                                       thread_name_prefix="sound_bulk-resolve")
-        downloaders = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sound_bulk-download")
         try:
-            with self.interrupt:
-                self._loop(resolvers, downloaders, todo)
-        except BaseException as exc:
-            self.cancel.set()
-            for future in self.inflight:
-                future.cancel()  # queued work never starts
-            self.client.abort()  # work under way stops at its next read
-            resolvers.shutdown(wait=True)
-            downloaders.shutdown(wait=True)
-            for future, (kind, _arg) in self.inflight.items():
-                if kind == "download" and future.done() and not future.cancelled() and not future.exception():
-                    self._settle(future.result())  # finished before the interrupt: report it as such
-            if isinstance(exc, KeyboardInterrupt):
-                raise FetchInterrupted(self.ordered()) from None
-            raise
-        resolvers.shutdown(wait=True)
-        downloaders.shutdown(wait=True)
+            names = os.listdir(self.out_dir)
+        except OSError:
+            names = []
+        self.stems = {name.partition(".")[0] for name in names}  # saved_path() only for these
+        self.todo = iter(self.ids)
+        with self.interrupt:
+            try:
+                self._loop()
+            except BaseException as exc:
+                self._stop(cancel=True)  # a second Ctrl-C meanwhile only raises the flag again
+                if isinstance(exc, KeyboardInterrupt):
+                    raise FetchInterrupted(self.ordered()) from None
+                raise
+            self._stop(cancel=False)
         return self.ordered()
 
-    def _loop(self, resolvers, downloaders, todo):
-        from concurrent.futures import wait as wait_for, FIRST_COMPLETED
+    def _loop(self):
         clock = self.client._clock
-        deadline = clock() + self.wait
-        inflight = self.inflight
-        waiting = []
-        polls = 0
-        next_poll = None
-
-        def resolve(ids):
-            for chunk in chunked(ids):
-                inflight[resolvers.submit(self._resolve, chunk)] = ("resolve", chunk)
-
-        resolve(todo)
-        while inflight or waiting:
+        self.deadline = clock() + self.wait
+        resolvers = self.crews[0]
+        while True:
             if self.interrupt.raised:
                 raise KeyboardInterrupt
-            now = clock()
-            if waiting and now >= next_poll:
-                resolve(waiting)
-                waiting = []
-                polls += 1
+            if self.waiting and clock() >= self.next_poll:
+                self.again.extend(self.waiting)
+                self.waiting = []
+                self.polls += 1
+            while self.flying == 0 or self.window - self.flying >= MAX_RUN_IDS:
+                chunk = self._next_chunk()
+                if not chunk:
+                    break
+                self.flying += len(chunk)
+                resolvers.put(chunk)
+            if self.flying == 0:
+                if not self.waiting:
+                    return  # every run settled
+                self._pause(self.next_poll - clock())
                 continue
-            timeout = max(0.0, next_poll - now) if waiting else None
-            if not inflight:
-                self.interrupt.sleeping = True
-                try:
-                    self.client._sleep(timeout)
-                finally:
-                    self.interrupt.sleeping = False
+            timeout = 0.1 if not self.waiting else max(0.0, min(0.1, self.next_poll - clock()))
+            for event in self.inbox.take(timeout):
+                self._handle(*event)
+
+    def _next_chunk(self):
+        chunk = []
+        while len(chunk) < MAX_RUN_IDS:
+            if self.again:
+                chunk.append(self.again.popleft())
                 continue
-            slice_ = 0.2 if timeout is None else min(timeout, 0.2)  # so a raised flag is seen soon
-            done, _ = wait_for(list(inflight), timeout=slice_, return_when=FIRST_COMPLETED)
-            for future in done:
-                kind, arg = inflight.pop(future)
-                if kind == "download":
-                    self._settle(future.result())
-                    continue
-                results = future.result()  # AuthenticationError propagates: every chunk would fail
-                for rid in arg:
-                    result = results[rid]
-                    if result.ready:
-                        inflight[downloaders.submit(self._download, result)] = ("download", rid)
-                    elif result.status == FAILED:
-                        self._settle(FetchOutcome(rid, "failed", error=result.error or "generation failed"))
-                    elif result.error:
-                        self._settle(FetchOutcome(rid, "error", error=result.error))
-                    elif self.wait > 0 and clock() < deadline:
-                        if not waiting:
-                            delay = min(POLL_MAX, POLL_INITIAL * (2 ** polls))
-                            next_poll = min(clock() + delay, deadline)
-                        waiting.append(rid)
-                    else:
-                        why = "not ready yet" if result.status == PENDING else "the API returned no entry for it"
-                        self._settle(FetchOutcome(rid, result.status, error=why))
+            rid = next(self.todo, None)
+            if rid is None:
+                break
+            path = saved_path(self.out_dir, rid) if str(rid) in self.stems else None
+            if path:
+                self._settle(FetchOutcome(rid, "skipped", path, os.path.getsize(path)), flying=False)
+            else:
+                chunk.append(rid)
+        return chunk
+
+    def _pause(self, seconds):
+        """Sleep until the next round (through the client's seam); Ctrl-C here raises at once.
+        With ``on_wait`` the pause is cut into seconds, each announced."""
+        clock = self.client._clock
+        end = clock() + max(0.0, seconds)
+        self.interrupt.sleeping = True
+        try:
+            if self.interrupt.raised:
+                raise KeyboardInterrupt
+            while True:
+                left = end - clock()
+                if self.on_wait is None:
+                    self.client._sleep(max(0.0, left))
+                    return
+                if left <= 0:
+                    return
+                self.on_wait(len(self.waiting), left, max(0.0, self.deadline - clock()))
+                self.client._sleep(min(1.0, left))
+        finally:
+            self.interrupt.sleeping = False
+
+    def _handle(self, kind, item, result, error):
+        if error is not None and not (kind == "transfer" and isinstance(error, (SoundBulkError, OSError))
+                                      and not isinstance(error, AuthenticationError)):
+            raise error  # AuthenticationError (every call would fail), or a bug: not hidden
+        if kind == "resolve":
+            for rid in item:
+                self._resolved(result[rid])
+        elif kind == "transfer":
+            if error is not None:
+                self._settle(self._failed_download(item.run_id, error))
+            else:
+                self.crews[2].put(result)
+        else:
+            for outcome in result:
+                self._settle(outcome)
+
+    def _resolved(self, result):
+        rid = result.run_id
+        if result.ready:
+            self.crews[1].put(result)
+        elif result.status == FAILED:
+            self._settle(FetchOutcome(rid, "failed", error=result.error or "generation failed"))
+        elif result.error:
+            self._settle(FetchOutcome(rid, "error", error=result.error))
+        elif self.wait > 0 and self.client._clock() < self.deadline:
+            if not self.waiting:
+                delay = min(POLL_MAX, POLL_INITIAL * (2 ** self.polls))
+                self.next_poll = min(self.client._clock() + delay, self.deadline)
+            self.waiting.append(rid)
+            self.flying -= 1
+        else:
+            why = "not ready yet" if result.status == PENDING else "the API returned no entry for it"
+            self._settle(FetchOutcome(rid, result.status, error=why))
+
+    def _failed_download(self, rid, exc):
+        return _download_failure(self.out_dir, rid, exc)
+
+    def _download(self, result):
+        """One run from URL to durable file, as an outcome, in one thread (``generate`` uses it: one rule
+        for how a download ends)."""
+        rid = result.run_id
+        try:
+            path, size = _Download(self.client, rid, self.out_dir, result.url, self.progress, self.cancel).run()
+            return FetchOutcome(rid, "saved", path, size)
+        except AuthenticationError:
+            raise
+        except (SoundBulkError, OSError) as exc:
+            return _download_failure(self.out_dir, rid, exc)
+
+    def _stop(self, cancel):
+        """End the crews; with ``cancel``, at once: queued work is dropped, transfers break off, and every
+        temp file goes.  What was named before that is still reported ``saved``."""
+        resolvers, transfers, committer = self.crews
+        if cancel:
+            self.cancel.set()
+            self.client.abort()  # transfers under way stop at their next read
+        resolvers.close(drop=cancel)
+        transfers.close(drop=cancel)
+        resolvers.join()
+        transfers.join()
+        for staged in committer.close(drop=cancel):
+            staged.discard()
+        committer.join()
+        for kind, item, result, error in self.inbox.take(0):
+            if kind == "commit" and result:
+                for outcome in result:
+                    self._settle(outcome)
+            elif kind == "transfer" and result is not None:
+                result.discard()  # finished, never named: no file left behind
+
+    # -- the crews' work (worker threads: they return values, and change nothing here) ------------
 
     def _resolve(self, chunk):
         if self.cancel.is_set():
             return {rid: RunResult(rid, MISSING, error="interrupted") for rid in chunk}
         return self.client._resolve_chunk(chunk)
 
-    def _download(self, result):
-        rid = result.run_id
-        try:
-            path, size = _Download(self.client, rid, self.out_dir, result.url, self.progress, self.cancel).run()
-            return FetchOutcome(rid, "saved", path, size)
-        except FileExistsError as exc:
-            path = exc.filename or saved_path(self.out_dir, rid)
-            return FetchOutcome(rid, "skipped", path, os.path.getsize(path) if path else None)
-        except SoundBulkError as exc:
-            if isinstance(exc, AuthenticationError):
-                raise
-            return FetchOutcome(rid, "error", error=str(exc))
-        except OSError as exc:
-            return FetchOutcome(rid, "error", error="run %d: %s" % (rid, exc))
+    def _transfer(self, result):
+        return _Download(self.client, result.run_id, self.out_dir, result.url, self.progress, self.cancel).stage()
+
+    def _commit(self, batch):
+        outcomes = []
+        named = False
+        for staged in batch:
+            try:
+                path = staged.publish()
+                outcomes.append(FetchOutcome(staged.rid, "saved", path, staged.size))
+                named = True
+            except (SoundBulkError, OSError) as exc:
+                outcomes.append(self._failed_download(staged.rid, exc))
+            finally:
+                staged.discard()
+        if named:
+            _sync_folder(self.out_dir)  # one fsync makes every name of the group durable
+        return outcomes
 
 
 # ---------------------------------------------------------------------------
