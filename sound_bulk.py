@@ -2952,6 +2952,8 @@ class _Generate:
 # ---------------------------------------------------------------------------
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+#: True in the process ``console_main`` runs: once a command's work is done, it only prints and exits.
+_CLI_PROCESS = [False]
 
 
 _DESCRIPTION = """\
@@ -3000,8 +3002,9 @@ def _build_parser():
                        help="run IDs; '-' reads whitespace- or comma-separated IDs from standard input")
     fetch.add_argument("-o", "--out", metavar="DIR", default=".",
                        help="folder for the files, created if missing (default: current folder)")
-    fetch.add_argument("--workers", metavar="N", type=_worker_count, default=DEFAULT_WORKERS,
-                       help="parallel downloads (default: %(default)d)")
+    fetch.add_argument("--workers", metavar="N", type=_worker_count, default=None,
+                       help="parallel downloads, and the most bulk calls at once (default: 4 per CPU, "
+                            "from 4 to %d downloads; %d bulk calls)" % (DEFAULT_WORKERS, API_CONCURRENCY))
     fetch.add_argument("--wait", metavar="SECONDS", type=_nonnegative_float, default=0.0,
                        help="keep asking for runs that are not ready for up to this long (default: 0)")
     fetch.add_argument("--manifest", metavar="FILE",
@@ -3105,12 +3108,15 @@ class _Console:
 
 
 class _Progress:
-    """A one-line progress display on a terminal: files done / total, bytes, rate."""
+    """The one status line on a terminal: files done / total, bytes, rate; or what ``--wait`` waits for.
+    ``clear`` it before printing a result line; the next event draws it again."""
 
     def __init__(self, stream, total):
         self.stream, self.total = stream, total
         self.done = self.bytes = 0
         self.started = self._drawn = time.monotonic()
+        self.status = None  # a waiting message, shown instead of the counts until the next run settles
+        self.shown = False
         self._lock = threading.Lock()
 
     def add_bytes(self, n):
@@ -3123,19 +3129,38 @@ class _Progress:
     def run_done(self):
         with self._lock:
             self.done += 1
+            self.status = None
+            self._draw(time.monotonic())
+
+    def waiting(self, text):
+        with self._lock:
+            self.status = text
             self._draw(time.monotonic())
 
     def _draw(self, now):
         self._drawn = now
-        rate = self.bytes / max(now - self.started, 1e-6)
-        self.stream.write("\r\x1b[K%d/%d files  %s  %s/s" % (self.done, self.total, _human_bytes(self.bytes),
-                                                              _human_bytes(rate)))
+        text = self.status
+        if text is None:
+            rate = self.bytes / max(now - self.started, 1e-6)
+            text = "%d/%d files  %s  %s/s" % (self.done, self.total, _human_bytes(self.bytes), _human_bytes(rate))
+        self.stream.write("\r\x1b[K" + text)
         self.stream.flush()
+        self.shown = True
 
-    def finish(self):
+    def clear(self):
         with self._lock:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
+            if self.shown:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+                self.shown = False
+
+    finish = clear
+
+
+def _waiting_text(runs, next_in, left):
+    """``waiting for 1 run, next check in 8 s, 52 s left`` (seconds rounded up)."""
+    return "waiting for %d %s, next check in %d s, %d s left" % (
+        runs, "run" if runs == 1 else "runs", -(-next_in // 1), -(-left // 1))
 
 
 def _human_bytes(n):
@@ -3185,37 +3210,58 @@ def _cmd_fetch(args, console, stdin):
     progress = None
     if not args.quiet and console.stderr.isatty():
         progress = _Progress(console.stderr, len(run_ids))
-    printed = [0]
-    done = {}
+    printed = [0]  # --json: lines printed so far, in request order
+    shown = set()  # human output: runs printed so far, as they settled
+    held = {}
+    last_wait = [None]
 
     def emit(outcome):
-        done[outcome.run_id] = outcome
+        if console.json:
+            held[outcome.run_id] = outcome
+            while printed[0] < len(run_ids) and run_ids[printed[0]] in held:
+                o = held.pop(run_ids[printed[0]])
+                console.result(o.as_dict(), _outcome_line(o))
+                printed[0] += 1
+        else:
+            if progress is not None:
+                progress.clear()
+            console.result(outcome.as_dict(), _outcome_line(outcome))
+            shown.add(outcome.run_id)
         if progress is not None:
             progress.run_done()
-        while printed[0] < len(run_ids) and run_ids[printed[0]] in done:
-            o = done[run_ids[printed[0]]]
+
+    def waiting(runs, next_in, left):
+        text = _waiting_text(runs, next_in, left)
+        if progress is not None:
+            progress.waiting(text)
+        elif last_wait[0] is None or next_in > last_wait[0]:
+            console.say(text)  # not a terminal: one line each time a wait starts
+        last_wait[0] = next_in
+
+    # Ctrl-C and SIGTERM only raise a flag from here on: one that comes once the work is done (while
+    # printing, or exiting) changes nothing, and one during clean-up does not break it off.
+    flag = _InterruptFlag()
+    flag.ignore_after = _CLI_PROCESS[0]
+    with flag:
+        try:
+            with client:
+                outcomes = client.fetch(run_ids, args.out, workers=args.workers, wait=args.wait,
+                                        progress=progress.add_bytes if progress else None, on_outcome=emit,
+                                        on_wait=waiting)
+        except FetchInterrupted as exc:
             if progress is not None:
                 progress.finish()
-            console.result(o.as_dict(), _outcome_line(o))
-            printed[0] += 1
-
-    try:
-        with client:
-            outcomes = client.fetch(run_ids, args.out, workers=args.workers, wait=args.wait,
-                                    progress=progress.add_bytes if progress else None, on_outcome=emit)
-    except FetchInterrupted as exc:
-        if progress is not None:
-            progress.finish()
-        for o in exc.outcomes[printed[0]:]:
-            console.result(o.as_dict(), _outcome_line(o))
-        saved = sum(1 for o in exc.outcomes if o.status == "saved")
-        console.problem("interrupted: %d saved; run the same command again to finish the rest" % saved)
-        return EXIT_INTERRUPTED
-    finally:
-        if progress is not None:
-            progress.finish()
-    _say_unreachable(console, client, outcomes)
-    return _report_outcomes(console, outcomes, started)
+            rest = exc.outcomes[printed[0]:] if console.json else [o for o in exc.outcomes if o.run_id not in shown]
+            for o in rest:
+                console.result(o.as_dict(), _outcome_line(o))
+            saved = sum(1 for o in exc.outcomes if o.status == "saved")
+            console.problem("interrupted: %d saved; run the same command again to finish the rest" % saved)
+            return EXIT_INTERRUPTED
+        finally:
+            if progress is not None:
+                progress.finish()
+        _say_unreachable(console, client, outcomes)
+        return _report_outcomes(console, outcomes, started)
 
 
 def _say_unreachable(console, client, outcomes):
@@ -3415,6 +3461,7 @@ def _safe_formatter(fmt):
 
 def console_main():
     """Entry point of the `sound-bulk` script and of `python -m sound_bulk`."""
+    _CLI_PROCESS[0] = True
     try:
         import signal
         # SIGTERM ends a run like Ctrl-C: temp files removed, what was saved reported.

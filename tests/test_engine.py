@@ -145,13 +145,13 @@ def test_window_pause_holds_every_caller_and_a_full_window_blocks():
 
 def test_bulk_calls_run_concurrently_up_to_the_limit(fake, make_client, tmp_path):
     """Assumes 8 client threads that each wait 50 ms on the server overlap at least 3 at a time."""
-    fake.request_delay = 0.05
-    fake.add_runs(range(1, 81), size=1000)
-    outcomes = make_client(api_concurrency=8).fetch(range(1, 81), str(tmp_path), workers=8)
+    fake.api_delay = 0.05
+    fake.add_runs(range(1, 41), size=100)
+    outcomes = make_client(api_concurrency=8).fetch(range(1, 41), str(tmp_path), workers=8)
     assert {o.status for o in outcomes} == {"saved"}
-    assert 3 <= fake.api_peak <= 8
+    assert 3 <= fake.api_peak <= 8  # before: 2 at most
     fake.api_peak = 0
-    outcomes = make_client().fetch(range(1, 81), str(tmp_path / "b"), workers=3)
+    outcomes = make_client().fetch(range(1, 41), str(tmp_path / "b"), workers=3)
     assert fake.api_peak <= 3  # never more than `workers` connections to the API
 
 
@@ -235,3 +235,176 @@ def test_urls_summary_line_and_missing_says_why(env):
     assert "sound_bulk: 1 ready, 1 pending, 1 missing (3 runs in " in err
     code, out, err = run(["urls", "1", "-q"])
     assert code == 0 and err == ""
+
+
+# -- a bounded window of runs in flight, fsyncs off the transfer slots ----------------------------
+
+def test_runs_in_flight_stay_within_the_window_whatever_the_batch(fake, client, tmp_path):
+    """URLs issued but not yet settled never exceed the window (5 x bulk calls + 4 x transfers), so
+    memory follows the window, not the batch (before: every run was resolved at once)."""
+    fake.add_runs(range(1, 101), size=100)
+    most = [0]
+    settled = [0]
+
+    def on_outcome(o):
+        settled[0] += 1
+        most[0] = max(most[0], len(fake.issued) - settled[0])
+
+    outcomes = client.fetch(range(1, 101), str(tmp_path), workers=2, on_outcome=on_outcome)
+    assert [o.status for o in outcomes] == ["saved"] * 100
+    assert most[0] <= 5 * 2 + 4 * 2 + 5
+
+
+def _watch_disk(monkeypatch, fake, total):
+    """Record fsyncs and links (with the thread that made them); the first fsync of a file waits until
+    the storage has served every download, as a slow disk would (bounded: 10 s)."""
+    import time as _time
+    calls = []
+    real_fsync, real_link = os.fsync, os.link
+    first = threading.Event()
+
+    def fsync(fd):
+        target = os.readlink("/proc/self/fd/%d" % fd)
+        if not first.is_set() and not os.path.isdir(target):
+            first.set()
+            for _ in range(1000):
+                if len(fake.seen("storage")) >= total:
+                    break
+                _time.sleep(0.01)
+        calls.append(("fsync", target, threading.current_thread().name))
+        return real_fsync(fd)
+
+    def link(src, dst, **kw):
+        calls.append(("link", dst, threading.current_thread().name))
+        return real_link(src, dst, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    return calls
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fds")
+def test_fsyncs_are_grouped_off_the_transfer_slots_and_saved_means_durable(fake, client, tmp_path, monkeypatch):
+    fake.add_runs(range(1, 21), size=3000)
+    calls = _watch_disk(monkeypatch, fake, 20)
+    folder = str(tmp_path)
+    durable_at_report = []
+
+    def on_outcome(o):
+        mine = [i for i, c in enumerate(calls) if c[0] == "link" and c[1] == o.path]
+        durable_at_report.append(bool(mine) and ("fsync", folder) in [c[:2] for c in calls[mine[0]:]])
+
+    outcomes = client.fetch(range(1, 21), folder, workers=4, on_outcome=on_outcome)
+    assert [o.status for o in outcomes] == ["saved"] * 20
+    assert all(durable_at_report)  # reported saved only once its name was on disk
+    links = [c for c in calls if c[0] == "link"]
+    folder_syncs = [c for c in calls if c[:2] == ("fsync", folder)]
+    assert len(links) == 20 and 1 <= len(folder_syncs) <= 5  # grouped (before: one per file)
+    for link in links:  # each file's bytes are on disk before it gets its name
+        assert any(c[0] == "fsync" and c[1].startswith(os.path.join(folder, ".")) for c in calls[:calls.index(link)])
+    assert {c[2] for c in calls} == {"sound_bulk-commit"}  # no fsync in a transfer slot
+
+
+def test_default_transfer_threads_follow_the_cpu_count(monkeypatch):
+    for cpus, threads in ((1, 4), (2, 8), (32, 8), (None, 4)):
+        monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+        assert sb._transfer_threads(None) == threads
+    assert sb._transfer_threads(3) == 3  # given: as given
+
+
+# -- output as runs settle, and what --wait is waiting for ----------------------------------------
+
+def test_human_lines_come_as_runs_settle_json_keeps_request_order(env, cli_sleeps, tmp_path):
+    env.add_run(1, ready_after=2)
+    env.add_runs([2, 3])
+    code, out, err = run(["fetch", "1", "2", "3", "-o", str(tmp_path / "a"), "--wait", "20"])
+    assert code == 0
+    order = [line.split()[0] for line in out.splitlines()]
+    assert sorted(order[:2]) == ["2", "3"] and order[2] == "1"  # before: 1, 2, 3 (1 held the others back)
+    # not a terminal: one line on stderr each time it starts waiting
+    assert [l for l in err.splitlines() if "waiting" in l] == [
+        "sound_bulk: waiting for 1 run, next check in 1 s, 20 s left",
+        "sound_bulk: waiting for 1 run, next check in 2 s, 19 s left"]
+    env.add_run(4, ready_after=1)
+    code, out, err = run(["fetch", "4", "2", "-o", str(tmp_path / "b"), "--wait", "20", "--json"])
+    assert [o["run_id"] for o in lines(out)] == [4, 2]
+
+
+def test_terminal_shows_what_it_waits_for(env, cli_sleeps, tmp_path):
+    import pty
+    import select
+    env.add_run(1, ready_after=1)
+    master, slave = pty.openpty()
+    tty = os.fdopen(slave, "w")
+    try:
+        stdout = io.StringIO()
+        code = sb.main(["fetch", "1", "-o", str(tmp_path), "--wait", "30"], stdin=io.StringIO(), stdout=stdout,
+                       stderr=tty)
+        out = stdout.getvalue()
+        tty.flush()
+        shown = b""
+        while select.select([master], [], [], 0.5)[0]:
+            piece = os.read(master, 65536)
+            if not piece:
+                break
+            shown += piece
+    finally:
+        tty.close()
+        os.close(master)
+    assert code == 0 and out.startswith("1 ")
+    assert b"\r\x1b[Kwaiting for 1 run, next check in 1 s, 30 s left" in shown
+    assert b"\r\x1b[Ksound_bulk: 1 saved" in shown  # the status line is cleared before messages
+
+
+# -- signals: late ones change nothing, a second one does not break the clean-up ------------------
+
+def test_ctrl_c_after_the_work_is_done_does_not_change_the_result(env, tmp_path, monkeypatch):
+    import signal
+    env.add_runs([1, 2])
+    real = sb._report_outcomes
+
+    def late_ctrl_c(*a):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the summary is printed
+        return real(*a)
+
+    monkeypatch.setattr(sb, "_report_outcomes", late_ctrl_c)
+    code, out, err = run(["fetch", "1", "2", "-o", str(tmp_path), "--json"])
+    assert code == 0, err  # before: 130, 'interrupted', as if nothing had been saved
+    assert [o["status"] for o in lines(out)] == ["saved", "saved"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+
+
+def test_a_second_ctrl_c_during_clean_up_still_reports_every_run_and_leaves_no_part(env, tmp_path, monkeypatch):
+    import signal
+    env.add_run(1, size=1000)
+    env.add_runs([2, 3], size=2_000_000)
+    env.slow_delay = 30
+    env.storage_faults.update({2: ["slow"], 3: ["slow"]})
+    real_abort = sb.Client.abort
+
+    def abort(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the impatient second Ctrl-C, in the middle of clean-up
+        real_abort(self)
+
+    monkeypatch.setattr(sb.Client, "abort", abort)
+
+    def first_ctrl_c():
+        import time as _time
+        for _ in range(1000):  # once both slow downloads are under way (at most 10 s)
+            if len(env.seen("storage")) >= 3 and os.path.exists(str(tmp_path / "1.wav")):
+                break
+            _time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    client = sb.Client(API_KEY, base_url=env.base_url)
+    thread = threading.Thread(target=first_ctrl_c, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(sb.FetchInterrupted) as caught:
+            client.fetch([1, 2, 3], str(tmp_path))
+    finally:
+        client.close()
+        thread.join(15)
+    assert [o.run_id for o in caught.value.outcomes] == [1, 2, 3]
+    assert [o.status for o in caught.value.outcomes] == ["saved", "error", "error"]
+    assert [n for n in os.listdir(str(tmp_path)) if n.endswith(".part")] == []
