@@ -374,10 +374,14 @@ class Report:
 
 
 def setting_line(args, count, size, repeat, api_delay=0.0, workers="default"):
+    """The conditions of a table, in one line.  count/size/repeat may be text ("N", "the repeats shown")."""
+    count = "{:,}".format(count) if isinstance(count, int) else count
+    size = human(size) if isinstance(size, int) else size
+    repeat = "%d" % repeat if isinstance(repeat, int) else repeat
     api = " (+%g ms more per API request)" % (api_delay * 1000) if api_delay else ""
-    return ("%s run IDs x %s, TLS on 127.0.0.1, +%g ms per connection, +%g ms per request%s; median of %d; "
+    return ("%s run IDs x %s, TLS on 127.0.0.1, +%g ms per connection, +%g ms per request%s; median of %s; "
             "sound_bulk --workers %s, curl --parallel-max %d (bulk calls: %d at a time); Python %s" % (
-                "{:,}".format(count), human(size), args.connect_delay * 1000, args.request_delay * 1000, api,
+                count, size, args.connect_delay * 1000, args.request_delay * 1000, api,
                 repeat, workers, args.curl_parallel, args.curl_api_parallel, sys.version.split()[0]))
 
 
@@ -472,10 +476,8 @@ def table_scaling(args, ctx, report):
         for w in "acd":
             row += ["%.2f" % (res[w][0] * 1000.0 / n), "%.1f" % res[w][1]]
         rows.append(row)
-    report.heading("Scaling with the number of runs", setting_line(args, 0, args.scale_size, args.repeat,
-                                                                   workers=ctx["workers_label"]).replace(
-        "0 run IDs", "N run IDs").replace("median of %d" % args.repeat, "median of the repeats shown"),
-        before, load_average())
+    report.heading("Scaling with the number of runs", setting_line(
+        args, "N", args.scale_size, "the repeats shown", workers=ctx["workers_label"]), before, load_average())
     report.table(("N", "repeats", "(a) sound_bulk ms/run", "(a) peak RSS MiB", "(c) curl, URLs given ms/run",
                   "(c) peak RSS MiB", "(d) curl, resolving ms/run", "(d) peak RSS MiB"), rows)
     figures = []
@@ -530,8 +532,8 @@ def table_workers(args, ctx, report):
             r = res["%d" % w]
             rows.append((case, "%d" % w, "%d" % repeat, "%.3f" % r[0], "%.2f" % (r[0] * 1000.0 / count),
                          "%.1f" % r[1], "%d" % r[2], "%d" % r[3]))
-    report.heading("sound_bulk at several worker counts", setting_line(args, 0, 0, args.repeat).split(";")[0].replace(
-        "0 run IDs x 0 KiB, ", "") + "; Python %s" % sys.version.split()[0], before, load_average())
+    report.heading("sound_bulk at several worker counts", setting_line(
+        args, "the case's", "its size", "the repeats shown", workers="as shown"), before, load_average())
     report.table(("case", "--workers", "repeats", "wall s", "ms/run", "peak RSS MiB", "API connections",
                   "storage connections"), rows)
 
