@@ -605,6 +605,8 @@ def main(argv=None):
     sys.path.insert(0, MODULE_DIR)
     import sound_bulk
     default_workers = getattr(sound_bulk, "DEFAULT_WORKERS", None)
+    if hasattr(sound_bulk, "_transfer_threads"):  # the default that depends on the CPU count
+        default_workers = sound_bulk._transfer_threads(None)
     workers = args.workers if args.workers is not None else default_workers
     workers_label = "%s" % args.workers if args.workers is not None else "default (%s)" % (
         default_workers if isinstance(default_workers, int) else "machine-dependent")
