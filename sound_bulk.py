@@ -484,10 +484,7 @@ class Client:
         self._sleep = sleep
         self._clock = clock
         self._now = now
-        if rand is None:
-            import random
-            rand = random.random
-        self._rand = rand
+        self._rand = rand if rand is not None else _random  # `random` imported at the first retry
         self._ssl_context = ssl_context
         if isinstance(api_concurrency, bool) or not isinstance(api_concurrency, int) or api_concurrency < 1:
             raise ConfigurationError("api_concurrency must be a whole number of at least 1")
@@ -1370,8 +1367,48 @@ def _validator(answer):
 
 
 def _logger():
-    import logging
-    return logging.getLogger(__name__)
+    return _LAZY_LOG
+
+
+class _LazyLog:
+    """The module's logger, without importing ``logging`` (~5 ms) on every run.  Debug and info records
+    go out only when ``logging`` is already imported: otherwise nobody can have given them a handler
+    (``-v`` imports it).  Warnings and errors always do (Python's last-resort handler prints them)."""
+
+    def _get(self, always=False):
+        logging = sys.modules.get("logging")
+        if logging is None and always:
+            import logging
+        return None if logging is None else logging.getLogger(__name__)
+
+    def isEnabledFor(self, level):
+        log = self._get(level >= 30)
+        return log is not None and log.isEnabledFor(level)
+
+    def log(self, level, msg, *args):
+        log = self._get(level >= 30)
+        if log is not None:
+            log.log(level, msg, *args)
+
+    def debug(self, msg, *args):
+        self.log(10, msg, *args)
+
+    def info(self, msg, *args):
+        self.log(20, msg, *args)
+
+    def warning(self, msg, *args):
+        self.log(30, msg, *args)
+
+    def error(self, msg, *args):
+        self.log(40, msg, *args)
+
+
+_LAZY_LOG = _LazyLog()
+
+
+def _random():
+    import random
+    return random.random()
 
 
 def _json():

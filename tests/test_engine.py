@@ -408,3 +408,21 @@ def test_a_second_ctrl_c_during_clean_up_still_reports_every_run_and_leaves_no_p
     assert [o.run_id for o in caught.value.outcomes] == [1, 2, 3]
     assert [o.status for o in caught.value.outcomes] == ["saved", "error", "error"]
     assert [n for n in os.listdir(str(tmp_path)) if n.endswith(".part")] == []
+
+
+# -- start-up: nothing heavy that a fetch does not need --------------------------------------------
+
+def test_a_fetch_imports_neither_logging_nor_concurrent_futures(fake, tmp_path):
+    import subprocess
+    import sys
+    fake.add_runs([1, 2])
+    fake.bulk_faults += [("status", 503)]  # one retry, which logs: still no logging module
+    code = ("import sys, sound_bulk\n"
+            "c = sound_bulk.Client(%r, base_url=%r, sleep=lambda s: None)\n"
+            "print([o.status for o in c.fetch([1, 2], %r)])\n"
+            "print(sorted(m for m in ('logging', 'concurrent.futures') if m in sys.modules))\n"
+            % (API_KEY, fake.base_url, str(tmp_path)))
+    module_dir = os.path.dirname(os.path.abspath(sb.__file__))
+    out = subprocess.check_output([sys.executable, "-S", "-c", code], cwd=module_dir, timeout=60,
+                                  env=dict(os.environ, PYTHONPATH=module_dir), universal_newlines=True)
+    assert out.splitlines() == ["['saved', 'saved']", "[]"]  # before: ['concurrent.futures', 'logging']
