@@ -2604,14 +2604,6 @@ def _generate_job(client, prompts, out_dir, duration, audio_type, resubmit, work
                      on_outcome, on_status)
 
 
-def _unreachable_text(exc):
-    """The cause when ``exc`` says the API cannot be reached at all (connecting failed: refused, no such
-    host, no route; or TLS verification failed, which no retry mends), else None."""
-    if isinstance(exc, TransportError) and (not exc.sent or not exc.retryable):
-        return str(exc)
-    return None
-
-
 class _Generate:
     """The journey of ``generate``.  Prompts go through submit -> poll -> resolve -> download; every
     request runs on a worker, and only the calling thread changes this object (workers return values;
@@ -2643,14 +2635,17 @@ class _Generate:
     # -- the calling thread ------------------------------------------------------
 
     def run(self):
+        self.client.reset_unreachable()
         os.makedirs(self.out_dir, exist_ok=True)
         _sweep_stale_parts(self.out_dir)
         to_submit = self._plan(self.manifest.state())
         import queue
         from concurrent.futures import ThreadPoolExecutor
         self.done = queue.Queue()
-        # The seam for API calls: `workers` threads (task creation, polls and bulk calls share them).
-        self.api = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sound_bulk-api")
+        # Task creation, polls and bulk calls share these threads; the Client's call window (AIMD: a 429
+        # shrinks it) bounds how many are under way, as for fetch's bulk calls.
+        self.api = ThreadPoolExecutor(max_workers=min(self.workers, self.client._window.limit),
+                                      thread_name_prefix="sound_bulk-api")
         self.downloads = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sound_bulk-download")
         with self.interrupt:  # also around _stop: a second Ctrl-C there raises the flag, not an exception
             try:
@@ -2724,6 +2719,8 @@ class _Generate:
         kind, arg = self.inflight.pop(future)
         self.busy[kind] -= 1
         getattr(self, "_after_" + kind)(arg, future)
+        if self.client.unreachable is not None and self.unreachable is None:
+            self._give_up_on_api()
 
     def _start(self, kind, arg):
         pool = self.downloads if kind == "download" else self.api
@@ -2803,11 +2800,11 @@ class _Generate:
         self.runs[rid] = [i]
         self.unresolved.append(rid)
 
-    def _give_up_on_api(self, cause):
-        """The API cannot be reached: nothing more is asked of it; every prompt left says why, once."""
+    def _give_up_on_api(self):
+        """The API cannot be reached (the Client says so): nothing more is asked of it; every prompt
+        left says why, once (the cause is for one message: ``unreachable``)."""
         import heapq
-        if self.unreachable is None:
-            self.unreachable = cause
+        self.unreachable = self.client.unreachable
         for future, (kind, _arg) in list(self.inflight.items()):
             if kind in ("submit", "poll"):
                 future.cancel()  # its completion still arrives, as cancelled
@@ -2825,9 +2822,10 @@ class _Generate:
             return self._settle(i, "error", error="not submitted: " + why)
         task_id, error, exc = future.result()  # AuthenticationError propagates: every prompt would fail
         self.outcomes[i].task_id = task_id
-        cause = _unreachable_text(exc)
-        if cause:
-            self._give_up_on_api(cause)
+        if isinstance(exc, APIUnreachableError):
+            self._give_up_on_api()
+            if not exc.sent:  # nothing reached the API: the cause goes in the one message
+                error = "not submitted: the API could not be reached"
         if task_id and error:
             self.notes[i] = error
         if not task_id:
@@ -2851,8 +2849,8 @@ class _Generate:
         if exc is not None:
             if not isinstance(exc, SoundBulkError) or isinstance(exc, AuthenticationError):
                 raise exc
-            if isinstance(exc, TransportError):  # after all its retries: the API is not there
-                self._give_up_on_api(str(exc))
+            if isinstance(exc, APIUnreachableError):
+                self._give_up_on_api()
                 return self._settle(i, "pending", error=_NOT_CHECKED)
             return self._poll_later(i, asked, "could not check the task: %s" % exc)
         task = future.result()
@@ -3412,8 +3410,13 @@ def _cmd_generate(args, console, stdin):
             if status is not None:
                 status.clear()
     _print_prompts(console, outcomes, shown)
-    if job.unreachable:
-        console.problem("error: the API at %s could not be reached: %s" % (client.base_url, job.unreachable))
+    if job.unreachable is not None:  # one message with the cause; the prompts' lines say what it cost
+        unsent = sum(1 for o in outcomes if (o.error or "").startswith("not submitted: the API"))
+        unchecked = sum(1 for o in outcomes if o.error == _NOT_CHECKED)
+        cost = [text % _plural(n, "prompt") for n, text in ((unsent, "%s not submitted"),
+                                                           (unchecked, "%s not checked")) if n]
+        console.problem("error: %s; %s (check --base-url or $%s, and the network)" % (
+            job.unreachable, ", ".join(cost) or "nothing more asked", BASE_URL_ENV))
     return _report_prompts(console, outcomes, started)
 
 

@@ -211,10 +211,11 @@ def test_an_unreachable_api_is_one_clear_error_and_every_prompt_once(tmp_path, m
     assert sum(sleeps.waits) < 10  # one submission's retries, not four
     lines = out.splitlines()
     assert [line.rsplit("  ", 1)[1] for line in lines] == ['"a"', '"b"', '"c"', '"d"']
-    assert sum("refused" in line.lower() for line in lines) == 1  # the one that was tried
-    assert all("not submitted: the API could not be reached" in line for line in lines[1:])
-    problems = [line for line in err.splitlines() if "could not be reached" in line]
-    assert len(problems) == 1 and url in problems[0] and "refused" in problems[0].lower()
+    assert all(line.split()[:2] == ["-", "error"] for line in lines)
+    assert all("not submitted: the API could not be reached" in line for line in lines)
+    assert "refused" not in out.lower()  # the cause is said once, below
+    problems = [line for line in err.splitlines() if "refused" in line.lower()]
+    assert len(problems) == 1 and url in problems[0] and "cannot reach the API" in problems[0]
     assert "4 errors (4 prompts" in err
     events = [(m["key"], m["event"]) for m in manifest(tmp_path)]
     assert [e for _k, e in events] == ["submitting", "submit_failed"]  # a refused connection paid nothing
@@ -322,3 +323,17 @@ def test_a_prompt_whose_task_ends_in_a_run_already_done_gets_that_runs_end(fake,
     assert [(o.run_id, o.status) for o in got] == [(900001, "saved"), (900001, "saved")]
     assert got[0].path == got[1].path
     assert len(fake.seen("storage", "GET")) == 1
+
+
+def test_an_unreachable_api_while_resuming_leaves_every_task_pending_once(make_client, sleeps, tmp_path):
+    m = sb.Manifest(str(tmp_path / sb.MANIFEST_NAME))
+    for key, n in zip(sb.prompt_keys(["x", "y", "z"], None, "sound"), range(3)):
+        m.append({"event": "created", "key": key, "task_id": "task-%d" % n})
+    client = make_client(base_url=refused_url())
+    got = sb.generate(client, ["x", "y", "z"], str(tmp_path), workers=1)
+    assert [(o.task_id, o.status) for o in got] == [("task-0", "pending"), ("task-1", "pending"),
+                                                    ("task-2", "pending")]
+    assert all(o.error.startswith("not checked: the API could not be reached") for o in got)
+    assert isinstance(client.unreachable, sb.APIUnreachableError) and "refused" in str(client.unreachable).lower()
+    assert sum(sleeps.waits) < 10  # one poll's retries, not three
+    assert [r["event"] for r in m.records()] == ["created"] * 3  # nothing else happened
