@@ -426,3 +426,32 @@ def test_a_fetch_imports_neither_logging_nor_concurrent_futures(fake, tmp_path):
     out = subprocess.check_output([sys.executable, "-S", "-c", code], cwd=module_dir, timeout=60,
                                   env=dict(os.environ, PYTHONPATH=module_dir), universal_newlines=True)
     assert out.splitlines() == ["['saved', 'saved']", "[]"]  # before: ['concurrent.futures', 'logging']
+
+
+def _default_sigint():
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background job inherits SIGINT ignored; undo that
+
+
+def test_the_command_line_process_ignores_ctrl_c_once_its_work_is_done():
+    """In the process console_main runs, SIGINT stays ignored after a command's flag is left (the process
+    only prints and exits): a late Ctrl-C can no longer turn a finished run into 130 or death by signal."""
+    import subprocess
+    import sys
+    code = ("import os, signal, sound_bulk as sb\n"
+            "sb._CLI_PROCESS[0] = True\n"
+            "flag = sb._InterruptFlag()\n"
+            "flag.ignore_after = True\n"
+            "with flag:\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "print('flag raised', flag.raised)\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "print('still here')\n")
+    module_dir = os.path.dirname(os.path.abspath(sb.__file__))
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=module_dir, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True,
+                            env=dict(os.environ, PYTHONPATH=module_dir),
+                            preexec_fn=_default_sigint)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["flag raised True", "still here"]
