@@ -72,6 +72,9 @@ MAX_RUN_IDS = 5
 MAX_RUN_ID = 2 ** 63 - 1
 #: Seconds allowed for each network operation (connect, send, each read).
 DEFAULT_TIMEOUT = 30.0
+#: Most seconds a timeout or wait may be (a week): far larger values overflow the operating
+#: system's timers (socket timeouts, lock waits: about 49 days on Windows).
+MAX_SECONDS = 7 * 24 * 3600.0
 #: Parallel downloads in ``fetch`` (and so connections to the storage, at most).
 DEFAULT_WORKERS = 8
 #: Most API calls one Client has under way at once (bulk calls, task polls): the top of its AIMD
@@ -260,9 +263,12 @@ class _Outcome:
 
     @property
     def ok(self):
+        """True when the file is there: the run (or prompt) was ``saved`` now or ``skipped``
+        because an earlier run saved it."""
         return self.status in ("saved", "skipped")
 
     def as_dict(self):
+        """The fields as a dict in output order: exactly what ``--json`` prints for it."""
         return {name: getattr(self, name) for name in self.__slots__}
 
     def __eq__(self, other):
@@ -450,10 +456,31 @@ def saved_path(out_dir, run_id):
 class Client:
     """A connection to the API with its key, keep-alive pools and retry policy.
 
-    ``api_key`` defaults to $CAMB_API_KEY; ``base_url`` to $CAMB_API_BASE_URL or
-    DEFAULT_BASE_URL.  Plain http is refused except on loopback.  ``sleep``,
-    ``clock`` (monotonic), ``now`` (wall time, for HTTP dates) and ``rand`` are
-    seams for tests.  Safe to share between threads.
+    Use it in a ``with`` block (or call ``close()``): that closes its kept-alive
+    connections; a client dropped unclosed leaves them to the garbage collector,
+    which warns (``ResourceWarning``).  Safe to share between threads.
+
+    Arguments, all optional:
+
+    - ``api_key``: the key; defaults to $CAMB_API_KEY.  Sent to the API's own
+      origin only, never to the storage or across a redirect.
+    - ``base_url``: defaults to $CAMB_API_BASE_URL, else DEFAULT_BASE_URL.  Plain
+      http is refused except on loopback.
+    - ``timeout``: seconds for each connect and each read (more than 0, at
+      most MAX_SECONDS).
+    - ``max_attempts``: tries of one request or one download, the first
+      included (default MAX_ATTEMPTS).  Only what is safe to repeat is retried.
+    - ``retry_budget``: the most seconds one call may spend waiting between its
+      tries (default RETRY_BUDGET); a server asking for a longer wait
+      (``Retry-After``) ends the retries instead.
+    - ``ssl_context``: the ``ssl.SSLContext`` for https, for example one that
+      trusts a private CA; default ``ssl.create_default_context()``, which
+      verifies certificates and honours $SSL_CERT_FILE.
+    - ``api_concurrency``: the most API calls under way at once from all the
+      client's threads (default API_CONCURRENCY); a 429 halves that window for
+      a while, answered calls grow it back.
+    - ``sleep``, ``clock`` (monotonic seconds), ``now`` (wall time, for HTTP
+      dates) and ``rand`` (backoff jitter in [0, 1)): seams for tests.
     """
 
     def __init__(self, api_key=None, *, base_url=None, timeout=DEFAULT_TIMEOUT,
@@ -475,8 +502,8 @@ class Client:
             self.timeout = float(timeout)
         except (TypeError, ValueError):
             raise ConfigurationError("timeout must be a number of seconds, not %r" % (timeout,)) from None
-        if not self.timeout > 0:
-            raise ConfigurationError("timeout must be more than 0 seconds")
+        if not 0 < self.timeout <= MAX_SECONDS:
+            raise ConfigurationError("timeout must be more than 0 and at most %d seconds" % MAX_SECONDS)
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
         self.max_attempts = max_attempts
@@ -592,7 +619,13 @@ class Client:
         Resolves the URL when none is given, refreshes it when it has expired,
         resumes interrupted transfers, checks length and audio format, and only
         then gives the file its final name.  Raises ``DownloadError`` (an OSError),
-        or ``FileExistsError`` when the run is already saved.
+        or ``FileExistsError`` when the run is already saved (``saved_path`` tells
+        beforehand; ``fetch`` reports such a run as ``skipped``).
+
+        ``progress``: called with the number of bytes each time some arrive (a
+        transfer that starts over counts its bytes again).  ``cancel``: a
+        ``threading.Event``; once set, the transfer stops at its next read with
+        ``DownloadError("interrupted")`` and leaves no file.
         """
         rid = validate_run_ids([run_id])[0]
         try:
@@ -619,10 +652,16 @@ class Client:
 
         ``workers``: parallel downloads, and the most bulk calls at once (which
         are also at most ``api_concurrency``); by default 4 per CPU, from 4 to
-        DEFAULT_WORKERS downloads and API_CONCURRENCY bulk calls.  ``on_outcome(outcome)``
-        is called as each run settles, ``progress(nbytes)`` as bytes arrive, and
-        ``on_wait(runs, next_check_in, seconds_left)`` about once a second while
-        only runs that are not ready remain.  ``cancel`` (a threading.Event) stops it.
+        DEFAULT_WORKERS downloads and API_CONCURRENCY bulk calls.
+        ``on_outcome(outcome)``: called with each run's ``FetchOutcome`` as soon
+        as the run settles (in the order they settle), to show results before
+        the batch ends.  ``progress(nbytes)``: called as bytes arrive, from
+        the download threads at once, so it must be quick and thread-safe.
+        ``on_wait(runs, next_check_in, seconds_left)``: called about once a
+        second while only runs that are not ready remain.  ``cancel``: a
+        ``threading.Event``; set it (from another thread) to stop: transfers
+        stop at their next read, and every run not finished ends as ``error``
+        ("interrupted") with no partial file left.
         """
         ids = validate_run_ids(run_ids)
         self.reset_unreachable()
@@ -2992,82 +3031,116 @@ _CLI_PROCESS = [False]
 
 
 _DESCRIPTION = """\
-Turn the run IDs of finished text-to-sound tasks into verified audio files.
-The API key comes from $CAMB_API_KEY; nothing is ever sent over plain http
-except to loopback. Exit status: 0 every run saved or skipped (or, for urls,
-ready); 1 some were not; 2 bad usage or input, nothing sent; 3 the API
-rejected the key; 130 interrupted."""
+Turn the run IDs of finished text-to-sound tasks into verified audio files. The API key comes \
+from $CAMB_API_KEY; nothing is ever sent over plain http except to loopback. The common options \
+may come before or after the command.
+
+Exit status: 0 every run saved or skipped (or, for urls, ready); 1 some were not; 2 bad usage or \
+input, nothing sent; 3 the API rejected the key; 130 interrupted."""
 
 
 _FETCH_EPILOG = """\
 examples:
-  python -m sound_bulk fetch 101 102 103 -o sounds
-  echo "101,102 103" | python -m sound_bulk fetch - --json
-  python -m sound_bulk fetch 101 --wait 120    # keep asking until it is ready
-Each run is saved as DIR/<run_id>.wav (or .flac/.mp3/.ogg when the bytes are
-that format); a run already saved there is skipped without any request."""
+  {prog} fetch 101 102 103 -o sounds
+  echo "101,102 103" | {prog} fetch - --json
+  {prog} fetch 101 --wait 120
+
+Each run is saved as DIR/<run_id>.wav (or .flac, .mp3, .ogg when the bytes are that format); a run \
+already saved there is skipped without any request. --wait keeps asking for runs that are not \
+ready yet."""
 
 
-def _build_parser():
+def _help_formatter():
+    """argparse's formatter, but prose is wrapped to the terminal and indented lines (examples) kept."""
     import argparse
+    import textwrap
 
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("common options")
-    group.add_argument("--base-url", metavar="URL",
+    class HelpFormatter(argparse.HelpFormatter):
+        def _fill_text(self, text, width, indent):
+            out, prose = [], []
+            for line in text.splitlines() + [""]:
+                if line and not line[0].isspace():
+                    prose.append(line)
+                    continue
+                if prose:
+                    out.extend(textwrap.wrap(" ".join(prose), width, initial_indent=indent,
+                                             subsequent_indent=indent))
+                    prose = []
+                out.append(indent + line if line else "")
+            return "\n".join(out).rstrip("\n")
+
+    return HelpFormatter
+
+
+def _add_common_options(parser, before_command):
+    """The options every command takes; before the command they set defaults, after it they override."""
+    import argparse
+    default = (lambda value: value) if before_command else (lambda value: argparse.SUPPRESS)
+    group = parser.add_argument_group("common options (before or after the command)")
+    group.add_argument("--base-url", metavar="URL", default=default(None),
                        help="API base URL (default: $%s or %s)" % (BASE_URL_ENV, DEFAULT_BASE_URL))
-    group.add_argument("--timeout", metavar="SECONDS", type=_positive_float, default=DEFAULT_TIMEOUT,
-                       help="seconds allowed for each network operation (default: %(default)g)")
-    group.add_argument("--json", action="store_true",
+    group.add_argument("--timeout", metavar="SECONDS", type=_positive_float, default=default(DEFAULT_TIMEOUT),
+                       help="seconds allowed for each network operation (default: %g)" % DEFAULT_TIMEOUT)
+    group.add_argument("--json", action="store_true", default=default(False),
                        help="one JSON object per run on standard output; messages go to standard error")
-    group.add_argument("-q", "--quiet", action="store_true", help="print only problems")
-    group.add_argument("-v", "--verbose", action="store_true",
+    group.add_argument("-q", "--quiet", action="store_true", default=default(False), help="print only problems")
+    group.add_argument("-v", "--verbose", action="store_true", default=default(False),
                        help="log every request (key and URL signatures redacted) to standard error")
 
-    parser = argparse.ArgumentParser(
-        prog="python -m sound_bulk", description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _build_parser(prog="python -m sound_bulk"):
+    import argparse
+    formatter = _help_formatter()
+    parser = argparse.ArgumentParser(prog=prog, description=_DESCRIPTION, formatter_class=formatter)
     parser.add_argument("--version", action="version", version="sound_bulk " + __version__)
+    # The common options are taken before the command too (``--json fetch 101``): argparse copies
+    # a subcommand's values over the main parser's, so after the command they default to nothing.
+    _add_common_options(parser, before_command=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(common, before_command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     fetch = sub.add_parser(
-        "fetch", parents=[common], help="download the audio of finished runs",
+        "fetch", parents=[common], help="download the audio of finished runs", formatter_class=formatter,
         description="Download the audio of finished runs into a folder, verified, five IDs per request.",
-        epilog=_FETCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_FETCH_EPILOG.replace("{prog}", prog))
     fetch.add_argument("run_ids", nargs="*", metavar="RUN_ID",
                        help="run IDs; '-' reads whitespace- or comma-separated IDs from standard input")
-    fetch.add_argument("-o", "--out", metavar="DIR", default=".",
+    fetch.add_argument("-o", "--out", metavar="DIR", default=".", type=_out_dir,
                        help="folder for the files, created if missing (default: current folder)")
     fetch.add_argument("--workers", metavar="N", type=_worker_count, default=None,
                        help="parallel downloads, and the most bulk calls at once (default: 4 per CPU, "
                             "from 4 to %d downloads; %d bulk calls)" % (DEFAULT_WORKERS, API_CONCURRENCY))
     fetch.add_argument("--wait", metavar="SECONDS", type=_nonnegative_float, default=0.0,
                        help="keep asking for runs that are not ready for up to this long (default: 0)")
-    fetch.add_argument("--manifest", metavar="FILE",
-                       help="also take the run IDs recorded in a manifest written by 'generate'")
+    fetch.add_argument("--manifest", metavar="PATH",
+                       help="also take the run IDs recorded by 'generate': its manifest file, or the "
+                            "folder that holds it")
     fetch.set_defaults(handler=_cmd_fetch)
 
     urls = sub.add_parser(
         "urls", parents=[common], help="resolve run IDs to download URLs without downloading",
+        formatter_class=formatter,
         description="Resolve run IDs to their presigned download URLs; one JSON object per run on "
                     "standard output. Exit 0 when every run is ready, else 1.")
     urls.add_argument("run_ids", nargs="+", metavar="RUN_ID",
                       help="run IDs; '-' reads them from standard input")
     urls.set_defaults(handler=_cmd_urls)
-    _add_generate_parser(sub, common)
+    _add_generate_parser(sub, common, formatter)
     return parser
 
 
-def _add_generate_parser(sub, common):
-    import argparse
+def _add_generate_parser(sub, common, formatter):
     gen = sub.add_parser(
         "generate", parents=[common], help="turn prompts into audio files (creates paid tasks)",
-        description="Create a text-to-sound task per prompt, wait for them, and download the results.\n"
-                    "Every task is recorded in DIR/%s as it is created, so a rerun\n"
-                    "of the same command resumes them instead of paying again." % MANIFEST_NAME,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        description="Create a text-to-sound task per prompt, wait for them, and download the results. "
+                    "Every task is recorded in DIR/%s as it is created, so a rerun of the same command "
+                    "resumes them instead of paying again." % MANIFEST_NAME,
+        formatter_class=formatter)
     gen.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompts; '-' reads one per line from standard input")
     gen.add_argument("--from-file", metavar="F", help="read prompts from F, one per line ('-' for standard input)")
-    gen.add_argument("-o", "--out", metavar="DIR", default=".", help="folder for the files and the manifest")
+    gen.add_argument("-o", "--out", metavar="DIR", default=".", type=_out_dir,
+                     help="folder for the files and the manifest, created if missing (default: current folder)")
     gen.add_argument("--duration", metavar="S", type=_positive_float,
                      help="seconds of audio (the API accepts at most %g for sound)" % MAX_SOUND_DURATION)
     gen.add_argument("--type", dest="audio_type", choices=("sound", "music"), default="sound",
@@ -3082,14 +3155,20 @@ def _add_generate_parser(sub, common):
 
 
 def _seconds(text, zero_ok=False):
-    """A finite number of seconds from the command line: more than 0, or 0 or more."""
+    """A number of seconds from the command line: more than 0 (or 0 or more), at most MAX_SECONDS."""
     import argparse
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
-    if not (0 <= value if zero_ok else 0 < value) or value == float("inf"):
+        raise argparse.ArgumentTypeError("%s is not a number" % ascii(text)) from None
+    if value != value:
+        raise argparse.ArgumentTypeError("%s is not a number" % ascii(text))
+    if not (0 <= value if zero_ok else 0 < value):
         raise argparse.ArgumentTypeError("must be 0 or more" if zero_ok else "must be more than 0")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            "%s is too long: at most %d seconds (a week); larger values overflow the system's timers"
+            % (ascii(text), MAX_SECONDS))
     return value
 
 
@@ -3106,6 +3185,18 @@ def _worker_count(text):
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError("must be a whole number from 1 to 64")
     return int(text)
+
+
+def _out_dir(text):
+    """An output folder: it, or the nearest part of the path that exists, must be a folder."""
+    import argparse
+    path = os.path.abspath(text or ".")
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        where = "" if path == os.path.abspath(text) else " (%s is a file)" % ascii(path)
+        raise argparse.ArgumentTypeError("%s is not a folder%s" % (ascii(text), where))
+    return text
 
 
 def _read_run_ids(values, stdin):
@@ -3206,6 +3297,15 @@ def _human_bytes(n):
 
 
 def _client_from(args):
+    """The command's Client; a missing key is explained for a shell, not for Python code."""
+    if not (os.environ.get(API_KEY_ENV) or "").strip():
+        if os.name == "nt":
+            how = "set %s=... (cmd) or $env:%s = \"...\" (PowerShell)" % (API_KEY_ENV, API_KEY_ENV)
+        else:
+            how = "export %s=..." % API_KEY_ENV
+        raise ConfigurationError("no API key: set the environment variable %s to your CAMB.AI API key, "
+                                 "for example: %s (an API key is made in your CAMB.AI account)"
+                                 % (API_KEY_ENV, how))
     return Client(base_url=args.base_url, timeout=args.timeout)
 
 
@@ -3218,18 +3318,25 @@ def _outcome_line(o):
     return "%-12s %-8s %s" % (o.run_id if o.run_id is not None else "-", o.status, detail)
 
 
+def _count(n, one, many=None):
+    """``1 run``, ``2 runs``; a word that does not change (``saved``) is given once."""
+    return "%d %s" % (n, one if n == 1 or many is None else many)
+
+
 def _report_outcomes(console, outcomes, started):
     counts = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     order = ("saved", "skipped", "pending", "missing", "failed", "error")
-    summary = ", ".join("%d %s" % (counts[s], s) for s in order if s in counts)
+    summary = ", ".join(_count(counts[s], s, "errors" if s == "error" else None)
+                        for s in order if s in counts)
     size = sum(o.bytes or 0 for o in outcomes if o.status == "saved")
-    console.say("%s (%d runs, %s saved in %.1f s)" % (summary, len(outcomes), _human_bytes(size),
-                                                      time.monotonic() - started))
-    for o in outcomes:
-        if not o.ok and console.quiet:
-            console.problem(_outcome_line(o))
+    console.say("%s (%s, %s saved in %.1f s)" % (summary, _count(len(outcomes), "run", "runs"),
+                                                 _human_bytes(size), time.monotonic() - started))
+    if console.quiet and not console.json:  # with --json the problems are in the JSON lines already
+        for o in outcomes:
+            if not o.ok:
+                console.problem(_outcome_line(o))
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_INCOMPLETE
 
 
@@ -3449,7 +3556,13 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     import contextlib
-    parser = _build_parser()
+    prog = _prog_name() if argv is None else "python -m sound_bulk"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    bad = _bad_argument(argv)
+    if bad:
+        stderr.write("%s: error: %s\n" % (prog, bad))
+        return EXIT_USAGE
+    parser = _build_parser(prog)
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             args = parser.parse_args(argv)  # --help, --version and usage errors go where main was told
@@ -3497,6 +3610,44 @@ def _safe_formatter(fmt):
             return _terminal_safe(super().format(record))
 
     return SafeFormatter(fmt)
+
+
+def _bad_argument(argv):
+    """Why an argument cannot be used at all, or None.  POSIX hands Python the bytes it could not
+    decode as lone surrogates, which no file name, terminal or JSON line can carry; a NUL cannot
+    come from a shell, only from a caller in Python, and no system call takes it."""
+    for arg in argv:
+        if not isinstance(arg, str):
+            return "argument %s is not text" % ascii(arg)
+        if any("\udc80" <= ch <= "\udcff" for ch in arg):
+            try:
+                shown = ascii(os.fsencode(arg))[1:]  # the bytes as given: '\xff...'
+            except UnicodeError:
+                shown = ascii(arg)
+            return "argument %s is not valid %s text" % (shown, sys.getfilesystemencoding())
+        if "\0" in arg:
+            return "argument %s contains a NUL character" % ascii(arg)
+    return None
+
+
+def _prog_name():
+    """The command as the user typed it, for usage lines: ``sound-bulk``, ``python -m sound_bulk``
+    or ``python sound_bulk.py``."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if __name__ != "__main__":  # an installed script (or another program) imported this module
+        name = os.path.basename(argv0)
+        for suffix in ("-script.py", ".exe"):  # the forms Windows launchers take
+            if name.endswith(suffix):
+                name = name[:-len(suffix)]
+        return name if name and name not in ("-c", "-m") else "sound-bulk"
+    typed = getattr(sys, "orig_argv", None)  # 3.10+: the interpreter's own command line
+    python = os.path.basename(typed[0]) if typed else "python"
+    if python.endswith(".exe"):
+        python = python[:-4]
+    spec = globals().get("__spec__")
+    if spec is not None and getattr(spec, "name", None):
+        return "%s -m %s" % (python, spec.name)
+    return "%s %s" % (python, argv0 or "sound_bulk.py")
 
 
 def console_main():

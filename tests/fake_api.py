@@ -19,6 +19,7 @@ import socket
 import socketserver
 import ssl
 import struct
+import sys
 import threading
 import time
 import urllib.parse
@@ -583,22 +584,50 @@ def tls_context(certfile, keyfile):
 
 
 def _parse_ids(text):
+    """``"101-110,200"`` -> [101, ..., 110, 200]; ValueError with a message a person can act on."""
     ids = []
     for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            ids.extend(range(int(a), int(b) + 1))
-        elif part:
-            ids.append(int(part))
+        part = part.strip()
+        if not part:
+            continue
+        first, sep, last = part.partition("-")
+        if not first.strip().isdigit() or (sep and not last.strip().isdigit()):
+            raise ValueError("%r is not a run ID or a range of them (like 101 or 101-110)" % part)
+        a, b = int(first), int(last) if sep else int(first)
+        if b < a:
+            raise ValueError("%r is an empty range: the first ID is larger than the last" % part)
+        if b - a >= 1000000:
+            raise ValueError("%r is more than a million runs" % part)
+        ids.extend(range(a, b + 1))
     return ids
+
+
+def _id_list(text):
+    import argparse
+    try:
+        return _parse_ids(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text):
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds more than 0" % text)
+    return value
 
 
 def main(argv=None):
     import argparse
-    parser = argparse.ArgumentParser(description="Run the fake text-to-sound API on 127.0.0.1.")
-    parser.add_argument("--runs", default="101-110", help="ready run IDs, e.g. 101-160,200")
-    parser.add_argument("--pending", default="", help="run IDs that stay pending")
-    parser.add_argument("--failed", default="", help="run IDs whose generation failed")
+    parser = argparse.ArgumentParser(
+        description="Run the fake text-to-sound API on 127.0.0.1 until Ctrl-C (or --seconds).")
+    parser.add_argument("--runs", type=_id_list, default="101-110", help="ready run IDs, e.g. 101-160,200")
+    parser.add_argument("--pending", type=_id_list, default="", help="run IDs that stay pending")
+    parser.add_argument("--failed", type=_id_list, default="", help="run IDs whose generation failed")
     parser.add_argument("--size", type=int, default=64 * 1024, help="bytes per WAV file")
     parser.add_argument("--port", type=int, default=0, help="API port (storage uses the next free one)")
     parser.add_argument("--cert", help="serve TLS with this certificate (PEM)")
@@ -607,34 +636,45 @@ def main(argv=None):
     parser.add_argument("--request-delay", type=float, default=0.0, help="seconds added to each request")
     parser.add_argument("--api-delay", type=float, default=0.0,
                         help="seconds added to each API request only (on top of --request-delay)")
-    parser.add_argument("--seconds", type=float, default=600.0, help="stop after this long (default 600)")
+    parser.add_argument("--seconds", type=_seconds, default=None,
+                        help="stop after this long (default: run until Ctrl-C)")
     parser.add_argument("--demo", metavar="DIR", nargs="?", const="sound_bulk-demo",
                         help="try sound_bulk offline: start the fake, fetch its runs into DIR, stop")
     args = parser.parse_args(argv)
     if args.demo:
         return demo(args.demo)
+    if not (args.runs or args.pending or args.failed):
+        parser.error("no runs to serve: give --runs (or --pending/--failed) some run IDs")
     tls = tls_context(args.cert, args.key) if args.cert else None
     fake = FakeCamb(tls=tls, api_port=args.port, connect_delay=args.connect_delay,
                     request_delay=args.request_delay, admin=True, api_delay=args.api_delay)
-    fake.add_runs(_parse_ids(args.runs), size=args.size)
-    for rid in _parse_ids(args.pending):
+    fake.add_runs(args.runs, size=args.size)
+    for rid in args.pending:
         fake.add_run(rid, "pending")
-    for rid in _parse_ids(args.failed):
+    for rid in args.failed:
         fake.add_run(rid, "failed")
-    with fake:
-        print("CAMB_API_BASE_URL=%s CAMB_API_KEY=%s FAKE_ADMIN_URL=http://127.0.0.1:%d" % (
-            fake.base_url, fake.api_key, fake.admin.port), flush=True)
-        try:
+    try:
+        with fake:
+            print("CAMB_API_BASE_URL=%s CAMB_API_KEY=%s FAKE_ADMIN_URL=http://127.0.0.1:%d" % (
+                fake.base_url, fake.api_key, fake.admin.port), flush=True)
+            print("fake API: %d ready, %d pending, %d failed runs; %s" % (
+                len(args.runs), len(args.pending), len(args.failed),
+                "press Ctrl-C to stop" if args.seconds is None else "stopping in %g s (or Ctrl-C)" % args.seconds),
+                file=sys.stderr, flush=True)
+            if args.seconds is None:
+                while True:
+                    time.sleep(3600)
             time.sleep(args.seconds)
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
+    print("fake API: stopped", file=sys.stderr, flush=True)
+    return 0
 
 
 def demo(out):
     """Start the fake, run a real ``python -m sound_bulk fetch`` against it, show what it printed."""
     import os
     import subprocess
-    import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     fake = FakeCamb()
     fake.add_runs(range(101, 109), size=256 * 1024)
@@ -644,10 +684,9 @@ def demo(out):
         env = dict(os.environ, CAMB_API_KEY=fake.api_key, CAMB_API_BASE_URL=fake.base_url,
                    PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         for extra in ([], ["--json"]):
-            cmd = ([sys.executable, "-m", "sound_bulk", "fetch"] + [str(i) for i in range(101, 111)]
-                   + ["-o", out] + extra)
-            print("$ python -m sound_bulk fetch 101 102 ... 110 -o %s %s" % (out, " ".join(extra)), flush=True)
-            code = subprocess.call(cmd, env=env)
+            args = ["fetch"] + [str(i) for i in range(101, 111)] + ["-o", out] + extra
+            print("$ " + " ".join(["python", "-m", "sound_bulk"] + args), flush=True)
+            code = subprocess.call([sys.executable, "-m", "sound_bulk"] + args, env=env)
             print("(exit status %d)\n" % code, flush=True)
     print("The files are in %s/. The fake API has stopped; nothing left this machine." % out)
     return 0
