@@ -502,8 +502,11 @@ class Client:
             self.timeout = float(timeout)
         except (TypeError, ValueError):
             raise ConfigurationError("timeout must be a number of seconds, not %r" % (timeout,)) from None
-        if not 0 < self.timeout <= MAX_SECONDS:
-            raise ConfigurationError("timeout must be more than 0 and at most %d seconds" % MAX_SECONDS)
+        if not self.timeout > 0:
+            raise ConfigurationError("timeout must be more than 0 seconds")
+        if self.timeout > MAX_SECONDS:
+            raise ConfigurationError("timeout must be at most %d seconds (MAX_SECONDS): larger values "
+                                     "overflow the system's timers" % MAX_SECONDS)
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
         self.max_attempts = max_attempts
