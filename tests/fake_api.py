@@ -252,7 +252,7 @@ class _Server:
         self.httpd.server_close()
 
 
-class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):  # ThreadingHTTPServer is 3.7+
+class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):  # http.server has this from 3.7 on
     daemon_threads = True
     allow_reuse_address = True
     tls = None
