@@ -2588,7 +2588,7 @@ class _Fetch:
         for staged in committer.close(drop=cancel):
             staged.discard()
         committer.join()
-        for kind, item, result, error in self.inbox.take(0):
+        for kind, _item, result, _error in self.inbox.take(0):
             if kind == "commit" and result:
                 for outcome in result:
                     self._settle(outcome)

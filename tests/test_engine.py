@@ -307,7 +307,7 @@ def test_fsyncs_are_grouped_off_the_transfer_slots_and_saved_means_durable(fake,
 
 def test_default_transfer_threads_follow_the_cpu_count(monkeypatch):
     for cpus, threads in ((1, 4), (2, 8), (32, 8), (None, 4)):
-        monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+        monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
         assert sb._transfer_threads(None) == threads
     assert sb._transfer_threads(3) == 3  # given: as given
 
@@ -322,7 +322,7 @@ def test_human_lines_come_as_runs_settle_json_keeps_request_order(env, cli_sleep
     order = [line.split()[0] for line in out.splitlines()]
     assert sorted(order[:2]) == ["2", "3"] and order[2] == "1"  # before: 1, 2, 3 (1 held the others back)
     # not a terminal: one line on stderr each time it starts waiting
-    assert [l for l in err.splitlines() if "waiting" in l] == [
+    assert [line for line in err.splitlines() if "waiting" in line] == [
         "sound_bulk: waiting for 1 run, next check in 1 s, 20 s left",
         "sound_bulk: waiting for 1 run, next check in 2 s, 19 s left"]
     env.add_run(4, ready_after=1)

@@ -1,7 +1,6 @@
 """The HTTP layer and the Client's set-up at their edges: what a mutation run showed no test held."""
 
 import http.client
-import json
 import os
 import socket
 

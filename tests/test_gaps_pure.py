@@ -84,7 +84,8 @@ def test_parse_ready_urls_come_back_trimmed(value):
     assert out[9].status == "ready" and out[9].url == U
 
 
-@pytest.mark.parametrize("value", [" pending ", "", "   ", {"status": " running "}, {"status": "queued", "output_url": U}])
+@pytest.mark.parametrize("value", [" pending ", "", "   ", {"status": " running "},
+                                   {"status": "queued", "output_url": U}])
 def test_parse_pending_words_in_any_case(value):
     assert sb.parse_results({"9": value}, [9])[9].status == "pending"
 

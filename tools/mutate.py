@@ -182,7 +182,8 @@ def _compiles(source):
 def test_files():
     names = sorted(n for n in os.listdir(os.path.join(ROOT, "tests")) if n.startswith("test_") and n.endswith(".py"))
     first = [n for n in ORDER if n in names]
-    last = [n for n in names if n not in ORDER and n != "test_cli.py"] + (["test_cli.py"] if "test_cli.py" in names else [])
+    last = [n for n in names if n not in ORDER and n != "test_cli.py"]
+    last += ["test_cli.py"] if "test_cli.py" in names else []
     return [os.path.join(ROOT, "tests", n) for n in first + last]
 
 
@@ -302,9 +303,10 @@ def _run(args, base, lines, chosen, total):
     for v in ("killed", "survived", "timeout", "error"):
         summary[v] = sum(1 for r in results if r["verdict"] == v)
     summary["score"] = round((summary["killed"] + summary["timeout"]) / max(1, len(results)), 3)
-    summary["per_operator"] = {op: "%d/%d" % (sum(1 for r in results if r["operator"] == op and r["verdict"] != "survived"),
-                                              sum(1 for r in results if r["operator"] == op))
-                               for op in OPERATORS if any(r["operator"] == op for r in results)}
+    summary["per_operator"] = {op: "%d/%d" % (
+        sum(1 for r in results if r["operator"] == op and r["verdict"] != "survived"),
+        sum(1 for r in results if r["operator"] == op))
+        for op in OPERATORS if any(r["operator"] == op for r in results)}
     summary["survivors"] = [r["id"] for r in results if r["verdict"] == "survived"]
     if args.json:
         with open(args.json, "w") as f:
