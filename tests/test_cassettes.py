@@ -52,6 +52,8 @@ def client(**kw):
 
 
 def test_cassettes_hold_no_key_and_no_signature():
+    """Checks the committed cassette files (read as YAML), not this module: no key and no signature in
+    the repository, and the key recorded on every API request and on no other."""
     import yaml  # comes with vcrpy
     names = [n for n in os.listdir(CASSETTES) if n.endswith(".yaml")]
     assert names
@@ -115,7 +117,10 @@ def test_generate_sequence_offline(replay, tmp_path):
 
 
 def test_a_request_off_the_contract_is_caught(replay):
-    """The replay is strict: a different body (here, a string ID) matches nothing."""
+    """The replay is strict: a different body (here, a string ID) matches nothing.
+
+    Checks vcrpy, not this module, and is kept on purpose: every other replay test can fail only if a
+    request off the recording is refused rather than served, which is what this guards."""
     with replay("bulk_mixed_states.yaml"):
         c = client()
         with pytest.raises(Exception) as info:

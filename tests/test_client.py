@@ -183,7 +183,11 @@ def test_post_is_not_turned_into_get_by_a_302(fake, client):
 
 
 def test_urllib_default_redirect_handler_would_leak_the_key(fake):
-    """Why sound_bulk has its own redirect code: urllib.request copies custom headers to any host."""
+    """Why sound_bulk has its own redirect code: urllib.request copies custom headers to any host.
+
+    Checks urllib, not this module, and is kept on purpose: it guards the assumption behind the
+    module's own redirect handling (README, "What it guarantees").  If a Python stops leaking, this
+    fails and the custom code may be reconsidered; sound_bulk's behaviour does not depend on it."""
     req = urllib.request.Request(fake.base_url + "/redirect-probe", headers={"x-api-key": API_KEY})
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(req, timeout=5)  # the storage answers 403 to the probe

@@ -55,3 +55,18 @@ def test_without_posix_fadvise_or_when_it_fails_downloads_still_work(fake, clien
     path, _ = client.download(6, str(tmp_path))
     assert sha(path) == body_sha256(6, 9 * MIB)
     assert len(calls) == 1  # not asked again once refused
+
+
+def test_files_get_the_usual_permissions(fake, make_client, tmp_path):
+    """Audio files and the manifest are readable and writable as the umask allows (0o666 less it),
+    as any other file the user makes: another account or a later run without root can use them."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    fake.add_run(5, size=3000)
+    fake.default_task_plan = ("success", 0)
+    client = make_client()
+    path, _ = client.download(5, str(tmp_path))
+    out = sb.generate(client, ["rain"], str(tmp_path / "g"))
+    expected = 0o666 & ~umask
+    for made in (path, out[0].path, str(tmp_path / "g" / sb.MANIFEST_NAME)):
+        assert os.stat(made).st_mode & 0o777 == expected, made
