@@ -56,3 +56,19 @@ def test_adts_sample_rate_indexes_0_to_12_only():
         assert sb.sniff_audio(adts(rate_index) + adts(rate_index)[:7]) == ".aac", rate_index
     for rate_index in (13, 14, 15):
         assert sb.sniff_audio(adts(rate_index) + adts(rate_index)[:7]) is None, rate_index
+
+
+def test_mpeg_needs_the_eleven_sync_bits():
+    good = frame("1", 3, 9, 0) + frame("1", 3, 9, 0)
+    assert sb.sniff_audio(good) == ".mp3"
+    for byte1 in (0x1A, 0x5A, 0x9A):  # the same frames with a sync bit of the second byte cleared
+        broken = bytearray(good)
+        broken[1] = byte1
+        broken[len(good) // 2 + 1] = byte1
+        assert sb.sniff_audio(bytes(broken)) is None, hex(byte1)
+
+
+def test_adts_frames_longer_than_2047_bytes():
+    big = adts(4, length=3000)
+    assert sb.sniff_audio(big + big[:7]) == ".aac"
+    assert sb.sniff_audio(big[:-1] + big[:7] + bytes(100)) is None

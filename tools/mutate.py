@@ -171,6 +171,24 @@ def find_mutants(source):
     return kept
 
 
+def _refind(path, mutants, lines):
+    """The survivors of an earlier run, in this version of the file: same operator and the same line before
+    and after the change; of several such, the one nearest the old line number."""
+    with open(path) as f:
+        old = [r for r in json.load(f)["results"] if r["verdict"] == "survived"]
+    by_change = {}
+    for m in mutants:
+        by_change.setdefault(m.describe(lines).split(" ", 1)[1], []).append(m)
+    chosen = []
+    for r in old:
+        same = by_change.get(r["change"].split(" ", 1)[1], [])
+        if same:
+            chosen.append(min(same, key=lambda m: abs(m.start[0] - r["line"])))
+        else:
+            print("#%d is gone: its line changed (%s)" % (r["id"], r["change"]))
+    return sorted(set(chosen), key=lambda m: m.id)
+
+
 def _compiles(source):
     try:
         compile(source, "sound_bulk.py", "exec")
@@ -227,6 +245,8 @@ def main(argv=None):
     p.add_argument("--list", action="store_true", help="count the mutants per operator and stop")
     p.add_argument("--show", type=int, nargs="+", metavar="ID", help="print these mutants' changes and stop")
     p.add_argument("--json", metavar="FILE", help="write every result here")
+    p.add_argument("--recheck", metavar="FILE", help="run again the survivors listed in an earlier --json FILE, "
+                   "found by their change (the file may have moved on since)")
     args = p.parse_args(argv)
 
     with open(args.module, "rb") as f:
@@ -242,7 +262,9 @@ def main(argv=None):
         for i in args.show:
             print("#%d %s" % (i, mutants[i].describe(lines)))
         return 0
-    if args.only:
+    if args.recheck:
+        chosen = _refind(args.recheck, mutants, lines)
+    elif args.only:
         chosen = [mutants[i] for i in args.only]
     else:
         pool = [m for m in mutants if not args.operators or m.op in args.operators]
