@@ -70,3 +70,18 @@ def test_files_get_the_usual_permissions(fake, make_client, tmp_path):
     expected = 0o666 & ~umask
     for made in (path, out[0].path, str(tmp_path / "g" / sb.MANIFEST_NAME)):
         assert os.stat(made).st_mode & 0o777 == expected, made
+
+
+@pytest.mark.parametrize("body,described", [
+    (b"\xef\xbb\xbf<!DOCTYPE html><html><body>Error</body></html>", "an HTML page (UTF-8 text)"),
+    ("\ufeff<?xml version='1.0'?><Error/>".encode("utf-16-le"), "an XML document (UTF-16 text)"),
+    ("\ufeff{\"detail\": \"nope\"}".encode("utf-16-be"), "JSON (UTF-16 text)"),
+    (b"\x00\x01\x02\x03" * 30, "bytes in no known format"),
+])
+def test_a_body_that_is_not_audio_is_named_in_the_error(fake, client, tmp_path, body, described):
+    fake.add_run(5, size=3000)
+    fake.storage_faults[5] = [("status", 200, body)]
+    with pytest.raises(sb.DownloadError) as info:
+        client.download(5, str(tmp_path))
+    assert "the storage sent %s, not audio" % described in str(info.value)
+    assert os.listdir(str(tmp_path)) == []
