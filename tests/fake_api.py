@@ -428,7 +428,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif kind == "redirect":
             status, where = fault[1], fault[2]
             target = {"cross": self.fake.storage_origin + "/apis/text-to-sound-results",
-                      "same": "/apis/text-to-sound-results"}[where]
+                      "same": "/apis/text-to-sound-results"}.get(where, where)  # or any URL
             self._send(status, b"", headers=[("Location", target)])
         elif kind == "short":  # promises a body, sends a piece of it, hangs up
             self.send_response(200)

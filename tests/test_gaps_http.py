@@ -252,3 +252,59 @@ def test_a_206_without_content_range_is_not_appended(fake, client, tmp_path):
     ranges = [r["headers"].get("range") for r in fake.seen("storage")]
     assert ranges[0] is None and ranges[1] == "bytes=150000-" and ranges[2] is None  # then from the start
     assert len(ranges) == 3
+
+
+# -- https to plain http --------------------------------------------------------------------------------
+
+@pytest.fixture
+def tls_fake(tmp_path):
+    """The fake over TLS, with a client-side context that trusts its self-made certificate."""
+    import ssl
+    import subprocess
+    from fake_api import FakeCamb, tls_context
+    cert, key = str(tmp_path / "c.pem"), str(tmp_path / "k.pem")
+    subprocess.check_call(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                           "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                           "-addext", "subjectAltName=IP:127.0.0.1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with FakeCamb(tls=tls_context(cert, key)) as f:
+        f.trust = ssl.create_default_context(cafile=cert)
+        yield f
+
+
+def test_a_redirect_from_https_to_plain_http_elsewhere_is_refused(tls_fake, sleeps, monkeypatch):
+    plain = []
+    real_connect = http.client.HTTPConnection.connect
+
+    def connect(self):  # plain http is recorded and refused, so nothing leaves this machine
+        if isinstance(self, http.client.HTTPSConnection):
+            return real_connect(self)
+        plain.append((self.host, self.port))
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(http.client.HTTPConnection, "connect", connect)
+    tls_fake.bulk_faults.append(("redirect", 307, "http://api.example/apis/text-to-sound-results"))
+    c = sb.Client(API_KEY, base_url=tls_fake.base_url, ssl_context=tls_fake.trust, sleep=sleeps)
+    out = c.get_results([1])
+    assert "refusing a redirect from https to plain http: http://api.example/" in out[1].error
+    assert plain == [] and len(tls_fake.seen("api")) == 1  # not followed, not retried
+    c.close()
+
+
+# -- what a download asks for ---------------------------------------------------------------------------
+
+def test_the_storage_is_asked_for_the_bytes_as_they_are(fake, client, tmp_path):
+    fake.add_run(5, size=3000)
+    client.download(5, str(tmp_path))
+    (get,) = fake.seen("storage", "GET")
+    assert get["headers"]["accept"] == "*/*" and get["headers"]["accept-encoding"] == "identity"
+    assert get["headers"]["user-agent"].startswith("sound_bulk/")
+    assert "x-api-key" not in get["headers"]
+
+
+def test_a_download_url_that_is_not_http_is_refused_with_the_run_named(fake, client, tmp_path):
+    with pytest.raises(sb.DownloadError) as info:
+        client.download(5, str(tmp_path), url="ftp://files.example/a.wav?X-Amz-Signature=secret")
+    assert str(info.value).startswith("run 5: not an http(s) URL: ftp://files.example/a.wav")
+    assert "secret" not in str(info.value)
+    assert fake.requests == [] and os.listdir(str(tmp_path)) == []
