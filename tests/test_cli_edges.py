@@ -313,3 +313,35 @@ def test_public_arguments_are_documented():
             assert documented(name, method.__doc__), (method.__name__, name)
     for member in (sb.FetchOutcome.ok, sb.FetchOutcome.as_dict, sb.PromptOutcome.ok):
         assert (member.__doc__ or "").strip()
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pty")
+def test_help_fits_a_real_terminal_of_60_columns():
+    """No $COLUMNS: the width comes from the terminal itself (a pty set to 60 columns)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 60, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "sound_bulk", "generate", "--help"], cwd=MODULE_DIR,
+                            stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    try:
+        while select.select([master], [], [], 30)[0]:  # bounded: 30 s of silence ends the wait
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        proc.wait(timeout=60)
+        os.close(master)
+    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    assert proc.returncode == 0 and "resumes them" in text
+    assert max(len(line) for line in text.splitlines()) <= 60, text
