@@ -186,8 +186,8 @@ def test_library_refuses_a_timeout_that_would_overflow(fake):
     sb.Client(API_KEY, base_url=fake.base_url, timeout=sb.MAX_SECONDS).close()
 
 
-@pytest.mark.parametrize("argv", [["fetch", "\udcff"], ["generate", "rain \udce9", "--wait", "0"], ["fetch", "1", "-o", "d\udcff"],
-                                  ["urls", "--base-url", "http://\udcc3/apis", "1"]])
+@pytest.mark.parametrize("argv", [["fetch", "\udcff"], ["generate", "rain \udce9", "--wait", "0"],
+                                  ["fetch", "1", "-o", "d\udcff"], ["urls", "--base-url", "http://\udcc3/apis", "1"]])
 def test_undecodable_argument_is_a_clean_usage_error(env, tmp_path, monkeypatch, argv):
     """POSIX hands Python undecodable argv bytes as lone surrogates (surrogateescape)."""
     monkeypatch.chdir(tmp_path)
