@@ -352,7 +352,7 @@ class Report:
 
     def heading(self, title, setting, load_before, load_after):
         print("\n### %s\n" % title)
-        print(setting)
+        print(setting + "\n")
         print("Load average (1, 5, 15 min) before: %s; after: %s\n" % (load_before, load_after))
 
     def table(self, header, rows):
