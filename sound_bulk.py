@@ -3059,6 +3059,12 @@ def _help_formatter():
     import textwrap
 
     class HelpFormatter(argparse.HelpFormatter):
+        def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+            if width is None:  # argparse asks the terminal itself only from 3.8 on ($COLUMNS before)
+                import shutil
+                width = shutil.get_terminal_size().columns - 2
+            super().__init__(prog, indent_increment, max_help_position, width)
+
         def _fill_text(self, text, width, indent):
             out, prose = [], []
             for line in text.splitlines() + [""]:
