@@ -3327,20 +3327,15 @@ def _outcome_line(o):
     return "%-12s %-8s %s" % (o.run_id if o.run_id is not None else "-", o.status, detail)
 
 
-def _count(n, one, many=None):
-    """``1 run``, ``2 runs``; a word that does not change (``saved``) is given once."""
-    return "%d %s" % (n, one if n == 1 or many is None else many)
-
-
 def _report_outcomes(console, outcomes, started):
     counts = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     order = ("saved", "skipped", "pending", "missing", "failed", "error")
-    summary = ", ".join(_count(counts[s], s, "errors" if s == "error" else None)
+    summary = ", ".join(_plural(counts[s], s) if s == "error" else "%d %s" % (counts[s], s)
                         for s in order if s in counts)
     size = sum(o.bytes or 0 for o in outcomes if o.status == "saved")
-    console.say("%s (%s, %s saved in %.1f s)" % (summary, _count(len(outcomes), "run", "runs"),
+    console.say("%s (%s, %s saved in %.1f s)" % (summary, _plural(len(outcomes), "run"),
                                                  _human_bytes(size), time.monotonic() - started))
     if console.quiet and not console.json:  # with --json the problems are in the JSON lines already
         for o in outcomes:
@@ -3447,8 +3442,7 @@ def _cmd_urls(args, console, stdin):
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
     summary = ", ".join("%d %s" % (counts[k], k) for k in (READY, PENDING, FAILED, MISSING) if k in counts)
-    console.say("%s (%d %s in %.1f s)" % (summary, len(rows), "run" if len(rows) == 1 else "runs",
-                                         time.monotonic() - started))
+    console.say("%s (%s in %.1f s)" % (summary, _plural(len(rows), "run"), time.monotonic() - started))
     return EXIT_OK if all(results[rid].ready for rid in run_ids) else EXIT_INCOMPLETE
 
 
