@@ -55,6 +55,15 @@ import time
 # Heavier modules (json, http.client, ssl, logging, argparse, concurrent.futures) are
 # imported where they are first needed, so that ``import sound_bulk`` stays cheap.
 
+# Annotations are strings, and the names in them come from `typing` only while a type checker reads
+# the file (TYPE_CHECKING is False at run time, and mypy takes any `if TYPE_CHECKING:` as true).
+# So they cost nothing at import (no `import typing`, ~10 ms), and work on 3.6, which has no
+# `from __future__ import annotations`.  `mypy --strict sound_bulk.py` passes with no ignores.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import (Any, BinaryIO, Callable, Dict, FrozenSet, IO, Iterable, Iterator, List, Literal,
+                        Mapping, NoReturn, Optional, Sequence, Set, TextIO, Tuple, Type, TypeVar, Union)
+
 
 # ---------------------------------------------------------------------------
 # Constants: the policy, as data
