@@ -58,7 +58,7 @@ import time
 # Annotations are strings, and the names in them come from `typing` only while a type checker reads
 # the file (TYPE_CHECKING is False at run time, and mypy takes any `if TYPE_CHECKING:` as true).
 # So they cost nothing at import (no `import typing`, ~10 ms), and work on 3.6, which has no
-# `from __future__ import annotations`.  `mypy --strict sound_bulk.py` passes with no ignores.
+# postponed evaluation of annotations (PEP 563).  `mypy --strict sound_bulk.py` passes, no ignores.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import (Any, BinaryIO, Callable, Dict, FrozenSet, IO, Iterable, Iterator, List, Literal,
