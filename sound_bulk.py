@@ -184,7 +184,11 @@ class TransportError(SoundBulkError, OSError):
     ``retryable`` is False where another try cannot help (a bad certificate, a refused redirect).
     ``sent`` is False only when no byte of the request can have reached the server (connecting
     failed); then even a request that creates something was certainly not acted on.
+    ``answered`` is True when the server did answer and this client would not go on (a redirect it
+    refuses to follow): the server is reachable, whatever else is wrong.
     """
+
+    answered = False
 
     def __init__(self, message, retryable=True, sent=True):
         super().__init__(message)
@@ -754,7 +758,7 @@ class Client:
             pause = wait if throttled and not give_up else None
             window.release(ticket, answered, shrink=answered and answer.status == 429, pause=pause)
             if give_up:
-                if not answered and window.answers == answers_before and (
+                if not answered and not error.answered and window.answers == answers_before and (
                         not error.sent or not error.retryable or (attempts > 1 and attempt + 1 >= attempts)):
                     self._unreachable = APIUnreachableError(self.base_url, _cause(error, method, url), attempt + 1,
                                                             sent=error.sent)
@@ -1701,7 +1705,6 @@ class _Pool:
 
         ``once``: the request must never be sent twice (see ONCE_ONLY and ``_may_send_again``).
         """
-        from urllib.parse import urljoin
         log = self._client._log
         headers = dict(headers)
         home = _origin(url)[0]
@@ -1715,31 +1718,46 @@ class _Pool:
             if answer.status not in (301, 302, 303, 307, 308) or not location:
                 return answer
             try:
-                answer.read_all(64 * 1024)  # drain it, so the connection can carry the next request
-            except (OSError, _http_errors()):
-                pass
-            answer.close(reuse=answer._done)
-            try:
-                location = location.encode("latin-1").decode("utf-8")  # http.client read it as Latin-1
-            except UnicodeError:
-                pass
-            try:
-                new_url = urljoin(url, location.strip())
-            except ValueError:
-                raise TransportError("unusable redirect target: %s" % redact_url(location), retryable=False) from None
-            new_origin = _origin(new_url)[0]
-            if new_origin[0] == "http" and _origin(url)[0][0] == "https" and not _is_loopback(new_origin[1]):
-                raise TransportError("refusing a redirect from https to plain http: %s" % redact_url(new_url),
-                                     retryable=False)
-            if method not in ("GET", "HEAD") and answer.status not in (307, 308):
-                raise TransportError("refusing to turn %s into GET on a %d redirect" % (method, answer.status),
-                                     retryable=False)
-            if new_origin != home:
+                url = self._redirect_target(method, url, answer, location, once)
+            except TransportError as exc:
+                exc.answered = True
+                raise
+            if _origin(url)[0] != home:
                 for name in list(headers):
                     if name.lower() in SECRET_HEADERS:
                         del headers[name]
-            url = new_url
-        raise TransportError("more than %d redirects for %s" % (MAX_REDIRECTS, redact_url(url)), retryable=False)
+        error = TransportError("more than %d redirects for %s" % (MAX_REDIRECTS, redact_url(url)), retryable=False)
+        error.answered = True
+        raise error
+
+    def _redirect_target(self, method: "str", url: "str", answer: "_Answer", location: "str", once: "bool") -> "str":
+        """Where a redirect ``answer`` to ``url`` sends the request, or TransportError if it is not followed."""
+        from urllib.parse import urljoin
+        try:
+            answer.read_all(64 * 1024)  # drain it, so the connection can carry the next request
+        except (OSError, _http_errors()):
+            pass
+        answer.close(reuse=answer._done)
+        try:
+            location = location.encode("latin-1").decode("utf-8")  # http.client read it as Latin-1
+        except UnicodeError:
+            pass
+        try:
+            new_url = urljoin(url, location.strip())
+        except ValueError:
+            raise TransportError("unusable redirect target: %s" % redact_url(location), retryable=False) from None
+        new_origin = _origin(new_url)[0]
+        if new_origin[0] == "http" and _origin(url)[0][0] == "https" and not _is_loopback(new_origin[1]):
+            raise TransportError("refusing a redirect from https to plain http: %s" % redact_url(new_url),
+                                 retryable=False)
+        if method not in ("GET", "HEAD") and answer.status not in (307, 308):
+            raise TransportError("refusing to turn %s into GET on a %d redirect" % (method, answer.status),
+                                 retryable=False)
+        if not _may_send_again(once, True):  # following it would send the request a second time
+            raise TransportError("%s %s: the answer was %d, a redirect to %s; not followed, since the request "
+                                 "may already have been acted on" % (method, redact_url(url), answer.status,
+                                                                    redact_url(new_url)), retryable=False)
+        return new_url
 
 
 def _may_send_again(once, sent):
