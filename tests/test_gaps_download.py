@@ -85,3 +85,13 @@ def test_a_body_that_is_not_audio_is_named_in_the_error(fake, client, tmp_path, 
         client.download(5, str(tmp_path))
     assert "the storage sent %s, not audio" % described in str(info.value)
     assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_where_the_file_would_go_is_left_alone(fake, client, tmp_path):
+    fake.add_run(5, size=3000)
+    os.mkfifo(str(tmp_path / "5.wav"))
+    with pytest.raises(sb.DownloadError) as info:
+        client.download(5, str(tmp_path))
+    assert "it is not a regular file" in str(info.value)
+    assert os.listdir(str(tmp_path)) == ["5.wav"]

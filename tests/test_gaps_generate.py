@@ -56,3 +56,23 @@ def test_success_without_run_id_is_a_failed_prompt(fake, make_client, tmp_path):
     out = sb.generate(make_client(), ["y"], str(tmp_path))
     assert out[0].status == "failed" and out[0].error == "the task succeeded but the API gave no run_id"
     assert os.listdir(str(tmp_path)) == [sb.MANIFEST_NAME]
+
+
+def test_a_failed_task_is_not_asked_about_again_on_a_rerun(fake, make_client, tmp_path):
+    fake.task_plan.append(("error", 0, "prompt violates policy"))
+    out = sb.generate(make_client(), ["bad"], str(tmp_path))
+    assert out[0].status == "failed" and out[0].error == "prompt violates policy"
+    fake.reset_counts()
+    again = sb.generate(make_client(), ["bad"], str(tmp_path))
+    assert again[0].status == "failed" and again[0].error == "prompt violates policy"
+    assert fake.requests == [] and len(fake.tasks) == 1  # nothing paid, nothing asked
+
+
+def test_a_run_not_ready_when_its_task_ends_is_asked_for_again(fake, make_client, sleeps, tmp_path):
+    fake.task_plan.append(("answer", 0, {"status": "SUCCESS", "run_id": 777}))
+    fake.add_run(777, size=2048, ready_after=1)
+    out = sb.generate(make_client(), ["late"], str(tmp_path))
+    assert (out[0].status, out[0].run_id) == ("saved", 777) and os.path.isfile(out[0].path)
+    bulk = [json.loads(r["body"])["run_ids"] for r in fake.seen("api", "POST", "/apis/text-to-sound-results")]
+    assert bulk == [[777], [777]]
+    assert len(fake.seen("api", "GET")) == 1  # the task was asked about once
