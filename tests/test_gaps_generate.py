@@ -76,3 +76,16 @@ def test_a_run_not_ready_when_its_task_ends_is_asked_for_again(fake, make_client
     bulk = [json.loads(r["body"])["run_ids"] for r in fake.seen("api", "POST", "/apis/text-to-sound-results")]
     assert bulk == [[777], [777]]
     assert len(fake.seen("api", "GET")) == 1  # the task was asked about once
+
+
+def test_manifest_lines_say_when_a_task_was_submitted_and_created(fake, make_client, tmp_path):
+    """Timing assumed: none beyond the wall clock moving forward by less than an hour during the test."""
+    import time
+    fake.default_task_plan = ("success", 0)
+    before = time.time()
+    sb.generate(make_client(), ["rain"], str(tmp_path))
+    with open(str(tmp_path / sb.MANIFEST_NAME)) as f:
+        records = [json.loads(line) for line in f]
+    stamped = [r for r in records if r["event"] in ("submitting", "created")]
+    assert [r["event"] for r in stamped] == ["submitting", "created"]
+    assert all(before - 1 <= r["time"] <= before + 3600 for r in stamped)
