@@ -137,3 +137,35 @@ def test_ctrl_c_reports_how_many_were_saved(env, tmp_path):
         (1, "saved"), (2, "saved"), (3, "error")]
     assert took < 9  # it did not wait for the stalled download
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1.wav", "2.wav"]
+
+
+def test_long_prompts_are_shortened_in_the_human_lines_only(env, tmp_path):
+    sixty, sixty_one = "a" * 59 + "b", "c" * 60 + "d"
+    code, out, _ = run(["generate", sixty, sixty_one, "-o", str(tmp_path), "--workers", "1"])
+    assert code == 0
+    assert '"%s"' % sixty in out and '"%s..."' % ("c" * 57) in out and sixty_one not in out
+    code, out, _ = run(["generate", sixty, sixty_one, "-o", str(tmp_path), "--json"])
+    assert [json.loads(line)["prompt"] for line in out.splitlines()] == [sixty, sixty_one]
+
+
+@pytest.mark.parametrize("command", ["fetch", "urls", "generate"])
+def test_every_option_in_help_says_what_it_does(command):
+    code, out, _ = run([command, "--help"])
+    assert code == 0
+    entries, inside = [], False
+    for line in out.splitlines():
+        if line in ("positional arguments:", "optional arguments:", "options:"):  # "options:" from 3.10
+            inside = True
+        elif not line.strip():
+            inside = False
+        elif inside and line.startswith("  ") and not line.startswith("    "):
+            entries.append(line.strip())
+        elif inside and line.startswith("    ") and entries and "  " not in entries[-1]:
+            entries[-1] += "  " + line.strip()  # the description went to the next line
+    assert entries
+    for entry in entries:
+        name, _, described = entry.partition("  ")
+        assert described.strip(), "%s %s has no help text" % (command, name)
+    for option in ("--timeout", "--base-url", "--workers", "--manifest"):  # each names what it takes
+        if option in out:
+            assert re.search(r"%s [A-Z]+" % option, out), option

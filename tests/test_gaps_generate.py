@@ -89,3 +89,14 @@ def test_manifest_lines_say_when_a_task_was_submitted_and_created(fake, make_cli
     stamped = [r for r in records if r["event"] in ("submitting", "created")]
     assert [r["event"] for r in stamped] == ["submitting", "created"]
     assert all(before - 1 <= r["time"] <= before + 3600 for r in stamped)
+
+
+def test_a_rerun_after_the_file_was_removed_downloads_again_without_asking_about_the_task(fake, make_client,
+                                                                                         tmp_path):
+    fake.default_task_plan = ("success", 0)
+    out = sb.generate(make_client(), ["rain"], str(tmp_path))
+    os.unlink(out[0].path)
+    fake.reset_counts()
+    again = sb.generate(make_client(), ["rain"], str(tmp_path))
+    assert (again[0].status, again[0].run_id) == ("saved", out[0].run_id) and os.path.isfile(again[0].path)
+    assert fake.seen("api", "GET") == [] and len(fake.tasks) == 1  # the manifest knew the run
