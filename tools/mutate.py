@@ -209,7 +209,8 @@ def test_files():
 def run_suite(module_path, timeout, workdir):
     """(verdict, seconds, first failing test) for the suite against ``module_path``."""
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-           "--rootdir", ROOT, "-c", os.path.join(ROOT, "pyproject.toml")] + test_files()
+           "--rootdir", ROOT, "-c", os.path.join(ROOT, "pyproject.toml"),
+           "--basetemp", os.path.join(workdir, "tmp")] + test_files()  # its own: runs in parallel
     env = dict(os.environ, SOUND_BULK_UNDER_TEST=module_path, PYTHONDONTWRITEBYTECODE="1")
     log = os.path.join(workdir, "pytest.log")
     started = time.monotonic()
