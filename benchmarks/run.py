@@ -139,11 +139,12 @@ class Fake:
 
     def __init__(self, ids, size, certs, connect_delay, request_delay, api_delay=0.0):
         _, cert, key = certs
+        self.log = open(os.path.join(WORK, "fake.log"), "a")  # its own messages, kept out of the tables
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "tests", "fake_api.py"), "--runs", "1-%d" % ids, "--size", str(size),
              "--cert", cert, "--key", key, "--connect-delay", str(connect_delay),
              "--request-delay", str(request_delay), "--api-delay", str(api_delay), "--seconds", "7200"],
-            stdout=subprocess.PIPE, universal_newlines=True)
+            stdout=subprocess.PIPE, stderr=self.log, universal_newlines=True)
         line = self.proc.stdout.readline()
         self.env = dict(kv.split("=", 1) for kv in line.split())
         self.admin = self.env.pop("FAKE_ADMIN_URL")
@@ -158,6 +159,7 @@ class Fake:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(10)
+        self.log.close()
 
 
 def resolve_urls(fake, ca, ids):
