@@ -97,7 +97,7 @@ def test_usage_line_names_the_command_as_typed(tmp_path):
     script.write_text("import sys\nsys.path.insert(0, %r)\nimport sound_bulk\nsound_bulk.console_main()\n"
                       % MODULE_DIR)
     forms = [(["-m", "sound_bulk", "--bogus"], r"usage: \S*python\S* -m sound_bulk "),
-             ([MODULE, "--bogus"], r"usage: \S*python\S* %s " % re.escape(MODULE)),
+             ([MODULE, "--bogus"], r"usage: \S*python\S* %s\s" % re.escape(MODULE)),  # a long path wraps the line
              ([str(script), "--bogus"], r"usage: sound-bulk ")]
     procs = [subprocess.Popen([sys.executable] + args, cwd=MODULE_DIR, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for args, _ in forms]
