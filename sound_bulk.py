@@ -63,6 +63,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import (Any, BinaryIO, Callable, Dict, FrozenSet, IO, Iterable, Iterator, List, Literal,
                         Mapping, NoReturn, Optional, Sequence, Set, TextIO, Tuple, Type, TypeVar, Union)
+    import argparse
+    import logging
+    import queue
+    from concurrent.futures import Future, ThreadPoolExecutor
+    OutcomeStatus = Literal["saved", "skipped", "pending", "failed", "missing", "error"]
+    #: What submitting one prompt gives: (task_id, error, the exception that ended it)
+    Submitted = Tuple[Optional[str], Optional[str], Optional["SoundBulkError"]]
 
 
 # ---------------------------------------------------------------------------
@@ -2589,18 +2596,6 @@ class _Fetch:
     def _failed_download(self, rid, exc):
         return _download_failure(self.out_dir, rid, exc)
 
-    def _download(self, result):
-        """One run from URL to durable file, as an outcome, in one thread (``generate`` uses it: one rule
-        for how a download ends)."""
-        rid = result.run_id
-        try:
-            path, size = _Download(self.client, rid, self.out_dir, result.url, self.progress, self.cancel).run()
-            return FetchOutcome(rid, "saved", path, size)
-        except AuthenticationError:
-            raise
-        except (SoundBulkError, OSError) as exc:
-            return _download_failure(self.out_dir, rid, exc)
-
     def _stop(self, cancel):
         """End the crews; with ``cancel``, at once: queued work is dropped, transfers break off, and every
         temp file goes.  What was named before that is still reported ``saved``."""
@@ -2658,8 +2653,11 @@ _NOT_PAYING_TWICE = ("a task may already exist for this prompt (an earlier submi
                      "not paying twice: rerun with --resubmit to submit it again")
 
 
-def _generate_job(client, prompts, out_dir, duration, audio_type, resubmit, workers, wait, on_outcome,
-                  project_name, project_description, folder_id, on_status):
+def _generate_job(client: "Client", prompts: "Iterable[str]", out_dir: "str", duration: "Optional[float]",
+                  audio_type: "str", resubmit: "bool", workers: "int", wait: "Optional[float]",
+                  on_outcome: "Optional[Callable[[PromptOutcome], None]]", project_name: "Optional[str]",
+                  project_description: "Optional[str]", folder_id: "Optional[int]",
+                  on_status: "Optional[Callable[[str], None]]") -> "_Generate":
     """Check everything (nothing is sent on bad input) and build the journey's ``_Generate``."""
     prompts = list(prompts)
     if not prompts:
@@ -2679,7 +2677,24 @@ class _Generate:
     the manifest has its own lock).  Each task is polled on its own timer with growing pauses; finished
     runs are resolved five at a time, and each prompt settles (``on_outcome``) as soon as its fate is known."""
 
-    def __init__(self, client, payloads, keys, out_dir, workers, wait, resubmit, on_outcome, on_status):
+    settled: "Set[int]"
+    notes: "Dict[int, str]"
+    timers: "List[Tuple[float, int, str, int]]"
+    asked: "Dict[Tuple[str, int], int]"
+    runs: "Dict[int, List[int]]"
+    ended: "Dict[int, FetchOutcome]"
+    unresolved: "List[int]"
+    inflight: "Dict[Future[Any], Tuple[str, Any]]"
+    unreachable: "Optional[APIUnreachableError]"
+    to_submit: "List[int]"
+    done: "queue.Queue[Future[Any]]"
+    api: "ThreadPoolExecutor"
+    downloads: "ThreadPoolExecutor"
+
+    def __init__(self, client: "Client", payloads: "List[Dict[str, Any]]", keys: "List[str]", out_dir: "str",
+                 workers: "int", wait: "float", resubmit: "bool",
+                 on_outcome: "Optional[Callable[[PromptOutcome], None]]",
+                 on_status: "Optional[Callable[[str], None]]") -> None:
         self.client, self.payloads, self.keys, self.out_dir = client, payloads, keys, out_dir
         self.workers, self.wait, self.resubmit = workers, wait, resubmit
         self.on_outcome, self.on_status = on_outcome, on_status
@@ -2703,7 +2718,7 @@ class _Generate:
 
     # -- the calling thread ------------------------------------------------------
 
-    def run(self):
+    def run(self) -> "List[PromptOutcome]":
         self.client.reset_unreachable()
         os.makedirs(self.out_dir, exist_ok=True)
         _sweep_stale_parts(self.out_dir)
@@ -2734,9 +2749,9 @@ class _Generate:
         self.downloads.shutdown(wait=True)
         return self.outcomes
 
-    def _plan(self, known):
+    def _plan(self, known: "Dict[str, Dict[str, Any]]") -> "List[int]":
         """Settle what the manifest and the folder already answer; return the prompts to submit."""
-        to_submit = []
+        to_submit: "List[int]" = []
         for i, key in enumerate(self.keys):
             entry, outcome = known.get(key, {}), self.outcomes[i]
             outcome.task_id, rid = entry.get("task_id"), entry.get("run_id")
@@ -2758,7 +2773,7 @@ class _Generate:
                 to_submit.append(i)
         return to_submit
 
-    def _loop(self):
+    def _loop(self) -> None:
         import heapq
         clock = self.client._clock
         while True:
@@ -2779,7 +2794,7 @@ class _Generate:
             else:
                 self.unresolved.append(arg)
 
-    def _wait_for_answer(self, due_in):
+    def _wait_for_answer(self, due_in: "Optional[float]") -> None:
         import queue
         try:  # in short slices, so a raised flag is seen soon
             future = self.done.get(timeout=0.2 if due_in is None else max(0.0, min(0.2, due_in)))
@@ -2791,14 +2806,14 @@ class _Generate:
         if self.client.unreachable is not None and self.unreachable is None:
             self._give_up_on_api()
 
-    def _start(self, kind, arg):
+    def _start(self, kind: "str", arg: "Any") -> None:
         pool = self.downloads if kind == "download" else self.api
         future = pool.submit(getattr(self, "_" + kind), arg)
         self.inflight[future] = (kind, arg)
         self.busy[kind] += 1
         future.add_done_callback(self.done.put)
 
-    def _again(self, kind, arg, asked):
+    def _again(self, kind: "str", arg: "int", asked: "int") -> bool:
         """Ask again later (pauses 1, 1.5, 2.25 ... 15 s, the last at the deadline); False when time is up.
         ``kind`` is "poll" (prompt index) or "resolve" (run ID); ``asked`` how often it was asked so far."""
         import heapq
@@ -2810,7 +2825,7 @@ class _Generate:
         heapq.heappush(self.timers, (max(now, min(now + pause, self.deadline)), self.seq, kind, arg))
         return True
 
-    def _flush_runs(self):
+    def _flush_runs(self) -> None:
         """Bulk calls of five run IDs; fewer only when no poll or submission under way, nor a poll due
         now, could fill the chunk (a run is not held back for a poll that is seconds away)."""
         due = self.timers and self.timers[0][0] <= self.client._clock()
@@ -2819,7 +2834,7 @@ class _Generate:
             chunk, self.unresolved = self.unresolved[:MAX_RUN_IDS], self.unresolved[MAX_RUN_IDS:]
             self._start("resolve", chunk)
 
-    def _pause(self, seconds):
+    def _pause(self, seconds: "float") -> None:
         """Wait for the next round through the client's sleep; Ctrl-C while asleep stops at once."""
         self.interrupt.sleeping = True
         try:
@@ -2836,13 +2851,14 @@ class _Generate:
         finally:
             self.interrupt.sleeping = False
 
-    def _status_text(self, seconds):
+    def _status_text(self, seconds: "float") -> str:
         tasks = [i for i, o in enumerate(self.outcomes) if o.task_id]
         generating = sum(1 for i in tasks if i not in self.settled and self.outcomes[i].run_id is None)
         return "%s: %d done, %d generating, next check in %d s" % (
             _plural(len(tasks), "task"), len(tasks) - generating, generating, int(seconds + 0.999))
 
-    def _settle(self, i, status, path=None, size=None, error=None):
+    def _settle(self, i: "int", status: "OutcomeStatus", path: "Optional[str]" = None, size: "Optional[int]" = None,
+                error: "Optional[str]" = None) -> None:
         if i in self.settled:
             return
         self.settled.add(i)
@@ -2853,14 +2869,14 @@ class _Generate:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 
-    def _record(self, record):
+    def _record(self, record: "Dict[str, Any]") -> None:
         """A manifest line that later steps do not rely on: a failure is logged, not fatal."""
         try:
             self.manifest.append(record)
         except OSError as exc:
             self.client._log.warning("cannot write %s: %s", self.manifest.path, _os_error_text(exc))
 
-    def _run_found(self, rid, i):
+    def _run_found(self, rid: "int", i: "int") -> None:
         if rid in self.runs:  # two prompts, one run (a manifest edited by hand, say): both get its end
             self.runs[rid].append(i)
             if rid in self.ended:
@@ -2869,7 +2885,7 @@ class _Generate:
         self.runs[rid] = [i]
         self.unresolved.append(rid)
 
-    def _give_up_on_api(self):
+    def _give_up_on_api(self) -> None:
         """The API cannot be reached (the Client says so): nothing more is asked of it; every prompt
         left says why, once (the cause is for one message: ``unreachable``)."""
         import heapq
@@ -2885,7 +2901,7 @@ class _Generate:
 
     # -- what came back (calling thread) ------------------------------------------
 
-    def _after_submit(self, i, future):
+    def _after_submit(self, i: "int", future: "Future[Submitted]") -> None:
         if future.cancelled():
             why = "the API could not be reached" if self.unreachable else "interrupted"
             return self._settle(i, "error", error="not submitted: " + why)
@@ -2910,7 +2926,7 @@ class _Generate:
                 self._start("submit", j)
         self.to_submit = []
 
-    def _after_poll(self, i, future):
+    def _after_poll(self, i: "int", future: "Future[Task]") -> None:
         if future.cancelled():
             return self._settle(i, "pending", error=_NOT_CHECKED)
         asked = self.asked[("poll", i)] = self.asked.get(("poll", i), 0) + 1
@@ -2935,11 +2951,11 @@ class _Generate:
         else:
             self._poll_later(i, asked, "the task is not finished yet")
 
-    def _poll_later(self, i, asked, why):
+    def _poll_later(self, i: "int", asked: "int", why: "str") -> None:
         if not self._again("poll", i, asked):
             self._settle(i, "pending", error=why + "; run the same command again later")
 
-    def _after_resolve(self, chunk, future):
+    def _after_resolve(self, chunk: "List[int]", future: "Future[Dict[int, RunResult]]") -> None:
         results = future.result()  # AuthenticationError propagates
         for rid in chunk:
             result = results[rid]
@@ -2956,10 +2972,10 @@ class _Generate:
                                            "the API returned no entry for it")
                     self._after_run(rid, FetchOutcome(rid, result.status, error=why))
 
-    def _after_download(self, result, future):
+    def _after_download(self, result: "RunResult", future: "Future[FetchOutcome]") -> None:
         self._after_run(result.run_id, future.result())
 
-    def _after_run(self, rid, outcome):
+    def _after_run(self, rid: "int", outcome: "FetchOutcome") -> None:
         self.ended[rid] = outcome
         for i in self.runs[rid]:
             if i in self.settled:
@@ -2970,7 +2986,7 @@ class _Generate:
 
     # -- workers ----------------------------------------------------------------------
 
-    def _submit(self, i):
+    def _submit(self, i: "int") -> "Submitted":
         """Create prompt i's task: ``(task_id, error, exception)``.  The task is on disk (fsynced)
         before this returns; if that cannot be, its ID is logged and returned with the error."""
         key, payload = self.keys[i], self.payloads[i]
@@ -2999,7 +3015,7 @@ class _Generate:
             return task_id, note, None
         return task_id, None, None
 
-    def _submission_failed(self, key, exc):
+    def _submission_failed(self, key: "str", exc: "Union[APIError, TransportError]") -> None:
         # Only a 4xx answer or a failure to connect (TransportError.sent is False) proves no task was
         # made; after a 5xx (a proxy's 502 may follow a task the API did create) or a lost answer, it
         # may exist: not paid twice.  (Never judged from the error's text: a server writes that.)
@@ -3013,22 +3029,29 @@ class _Generate:
         if isinstance(exc, AuthenticationError):
             raise exc
 
-    def _poll(self, i):
+    def _poll(self, i: "int") -> "Task":
         return self.client.get_task(self.outcomes[i].task_id)
 
-    def _resolve(self, chunk):
+    def _resolve(self, chunk: "List[int]") -> "Dict[int, RunResult]":
         if self.cancel.is_set():
             return {rid: RunResult(rid, MISSING, error="interrupted") for rid in chunk}
         return self.client._resolve_chunk(chunk)
 
-    def _download(self, result):
-        return _Fetch._download(self, result)  # the same rule as fetch for how a download ends
-
-    progress = None  # what _Fetch._download reads besides client, out_dir and cancel
+    def _download(self, result: "RunResult") -> "FetchOutcome":
+        """One run from URL to durable file, as an outcome, in one thread; a failure ends as in fetch
+        (``_download_failure``: one rule for how a download ends)."""
+        rid = result.run_id
+        try:
+            path, size = _Download(self.client, rid, self.out_dir, result.url, None, self.cancel).run()
+            return FetchOutcome(rid, "saved", path, size)
+        except AuthenticationError:
+            raise
+        except (SoundBulkError, OSError) as exc:
+            return _download_failure(self.out_dir, rid, exc)
 
     # -- Ctrl-C and errors ------------------------------------------------------------
 
-    def _stop(self):
+    def _stop(self) -> None:
         """Cancel what has not started; let submissions under way finish (they may be paying, and
         each records its task itself) unless Ctrl-C comes again; cut polls and downloads short."""
         self.cancel.set()
@@ -3080,20 +3103,22 @@ already saved there is skipped without any request. --wait keeps asking for runs
 ready yet."""
 
 
-def _help_formatter():
+def _help_formatter() -> "Type[argparse.HelpFormatter]":
     """argparse's formatter, but prose is wrapped to the terminal and indented lines (examples) kept."""
     import argparse
     import textwrap
 
     class HelpFormatter(argparse.HelpFormatter):
-        def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        def __init__(self, prog: "str", indent_increment: "int" = 2, max_help_position: "int" = 24,
+                     width: "Optional[int]" = None) -> None:
             if width is None:  # argparse asks the terminal itself only from 3.8 on ($COLUMNS before)
                 import shutil
                 width = shutil.get_terminal_size().columns - 2
             super().__init__(prog, indent_increment, max_help_position, width)
 
-        def _fill_text(self, text, width, indent):
-            out, prose = [], []
+        def _fill_text(self, text: "str", width: "int", indent: "str") -> str:
+            out: "List[str]" = []
+            prose: "List[str]" = []
             for line in text.splitlines() + [""]:
                 if line and not line[0].isspace():
                     prose.append(line)
@@ -3108,7 +3133,7 @@ def _help_formatter():
     return HelpFormatter
 
 
-def _add_common_options(parser, before_command):
+def _add_common_options(parser: "argparse.ArgumentParser", before_command: "bool") -> None:
     """The options every command takes; before the command they set defaults, after it they override."""
     import argparse
     default = (lambda value: value) if before_command else (lambda value: argparse.SUPPRESS)
@@ -3124,7 +3149,7 @@ def _add_common_options(parser, before_command):
                        help="log every request (key and URL signatures redacted) to standard error")
 
 
-def _build_parser(prog="python -m sound_bulk"):
+def _build_parser(prog: "str" = "python -m sound_bulk") -> "argparse.ArgumentParser":
     import argparse
     formatter = _help_formatter()
     parser = argparse.ArgumentParser(prog=prog, description=_DESCRIPTION, formatter_class=formatter)
@@ -3166,7 +3191,8 @@ def _build_parser(prog="python -m sound_bulk"):
     return parser
 
 
-def _add_generate_parser(sub, common, formatter):
+def _add_generate_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
+                         common: "argparse.ArgumentParser", formatter: "Type[argparse.HelpFormatter]") -> None:
     gen = sub.add_parser(
         "generate", parents=[common], help="turn prompts into audio files (creates paid tasks)",
         description="Create a text-to-sound task per prompt, wait for them, and download the results. "
@@ -3190,7 +3216,7 @@ def _add_generate_parser(sub, common, formatter):
     gen.set_defaults(handler=_cmd_generate)
 
 
-def _seconds(text, zero_ok=False):
+def _seconds(text: "str", zero_ok: "bool" = False) -> float:
     """A number of seconds from the command line: more than 0 (or 0 or more), at most MAX_SECONDS."""
     import argparse
     try:
@@ -3208,22 +3234,22 @@ def _seconds(text, zero_ok=False):
     return value
 
 
-def _positive_float(text):
+def _positive_float(text: "str") -> float:
     return _seconds(text)
 
 
-def _nonnegative_float(text):
+def _nonnegative_float(text: "str") -> float:
     return _seconds(text, zero_ok=True)
 
 
-def _worker_count(text):
+def _worker_count(text: "str") -> int:
     import argparse
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError("must be a whole number from 1 to 64")
     return int(text)
 
 
-def _out_dir(text):
+def _out_dir(text: "str") -> str:
     """An output folder: it, or the nearest part of the path that exists, must be a folder."""
     import argparse
     path = os.path.abspath(text or ".")
@@ -3235,10 +3261,10 @@ def _out_dir(text):
     return text
 
 
-def _read_run_ids(values, stdin):
+def _read_run_ids(values: "Iterable[str]", stdin: "TextIO") -> "List[int]":
     """Arguments (``-`` reads standard input) split on whitespace and commas, then validated."""
     import re
-    ids = []
+    ids: "List[str]" = []
     for value in values:
         text = stdin.read() if value == "-" else value
         ids.extend(token for token in re.split(r"[\s,]+", text) if token)
@@ -3248,23 +3274,26 @@ def _read_run_ids(values, stdin):
 class _Console:
     """Where the CLI writes: results to stdout, progress and messages to stderr."""
 
-    def __init__(self, args, stdout, stderr):
+    json: "bool"
+    quiet: "bool"
+
+    def __init__(self, args: "argparse.Namespace", stdout: "TextIO", stderr: "TextIO") -> None:
         self.json = args.json
         self.quiet = args.quiet
         self.stdout, self.stderr = stdout, stderr
 
-    def result(self, obj, line):
+    def result(self, obj: "Optional[Dict[str, Any]]", line: "str") -> None:
         if self.json:
             self.stdout.write(_json().dumps(obj) + "\n")
         elif not self.quiet and line:
             self.stdout.write(_terminal_safe(line) + "\n")
         self.stdout.flush()
 
-    def say(self, text):
+    def say(self, text: "str") -> None:
         if not self.quiet:
             self.problem(text)
 
-    def problem(self, text):
+    def problem(self, text: "str") -> None:
         self.stderr.write("sound_bulk: %s\n" % _terminal_safe(text))
         self.stderr.flush()
 
@@ -3273,7 +3302,9 @@ class _Progress:
     """The one status line on a terminal: files done / total, bytes, rate; or what ``--wait`` waits for.
     ``clear`` it before printing a result line; the next event draws it again."""
 
-    def __init__(self, stream, total):
+    status: "Optional[str]"
+
+    def __init__(self, stream: "TextIO", total: "int") -> None:
         self.stream, self.total = stream, total
         self.done = self.bytes = 0
         self.started = self._drawn = time.monotonic()
@@ -3281,25 +3312,25 @@ class _Progress:
         self.shown = False
         self._lock = threading.Lock()
 
-    def add_bytes(self, n):
+    def add_bytes(self, n: "int") -> None:
         with self._lock:
             self.bytes += n
             now = time.monotonic()
             if now - self._drawn >= 0.1:
                 self._draw(now)
 
-    def run_done(self):
+    def run_done(self) -> None:
         with self._lock:
             self.done += 1
             self.status = None
             self._draw(time.monotonic())
 
-    def waiting(self, text):
+    def waiting(self, text: "str") -> None:
         with self._lock:
             self.status = text
             self._draw(time.monotonic())
 
-    def _draw(self, now):
+    def _draw(self, now: "float") -> None:
         self._drawn = now
         text = self.status
         if text is None:
@@ -3309,7 +3340,7 @@ class _Progress:
         self.stream.flush()
         self.shown = True
 
-    def clear(self):
+    def clear(self) -> None:
         with self._lock:
             if self.shown:
                 self.stream.write("\r\x1b[K")
@@ -3319,20 +3350,21 @@ class _Progress:
     finish = clear
 
 
-def _waiting_text(runs, next_in, left):
+def _waiting_text(runs: "int", next_in: "float", left: "float") -> str:
     """``waiting for 1 run, next check in 8 s, 52 s left`` (seconds rounded up)."""
     return "waiting for %d %s, next check in %d s, %d s left" % (
         runs, "run" if runs == 1 else "runs", -(-next_in // 1), -(-left // 1))
 
 
-def _human_bytes(n):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+def _human_bytes(n: "float") -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
             return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
         n /= 1024.0
+    return "%.1f GiB" % n
 
 
-def _client_from(args):
+def _client_from(args: "argparse.Namespace") -> "Client":
     """The command's Client; a missing key is explained for a shell, not for Python code."""
     if not (os.environ.get(API_KEY_ENV) or "").strip():
         if os.name == "nt":
@@ -3345,7 +3377,7 @@ def _client_from(args):
     return Client(base_url=args.base_url, timeout=args.timeout)
 
 
-def _outcome_line(o):
+def _outcome_line(o: "Union[FetchOutcome, PromptOutcome]") -> str:
     detail = o.path if o.path else (o.error or "")
     if o.path and o.bytes is not None:
         detail = "%s (%s)" % (o.path, _human_bytes(o.bytes))
@@ -3354,8 +3386,8 @@ def _outcome_line(o):
     return "%-12s %-8s %s" % (o.run_id if o.run_id is not None else "-", o.status, detail)
 
 
-def _report_outcomes(console, outcomes, started):
-    counts = {}
+def _report_outcomes(console: "_Console", outcomes: "Sequence[FetchOutcome]", started: "float") -> int:
+    counts: "Dict[str, int]" = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     order = ("saved", "skipped", "pending", "missing", "failed", "error")
@@ -3371,7 +3403,7 @@ def _report_outcomes(console, outcomes, started):
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_INCOMPLETE
 
 
-def _cmd_fetch(args, console, stdin):
+def _cmd_fetch(args: "argparse.Namespace", console: "_Console", stdin: "TextIO") -> int:
     ids = list(args.run_ids)
     if args.manifest:
         ids.extend(str(rid) for rid in manifest_run_ids(args.manifest))
@@ -3384,11 +3416,11 @@ def _cmd_fetch(args, console, stdin):
     if not args.quiet and console.stderr.isatty():
         progress = _Progress(console.stderr, len(run_ids))
     printed = [0]  # --json: lines printed so far, in request order
-    shown = set()  # human output: runs printed so far, as they settled
-    held = {}
-    last_wait = [None]
+    shown: "Set[int]" = set()  # human output: runs printed so far, as they settled
+    held: "Dict[int, FetchOutcome]" = {}
+    last_wait: "List[Optional[float]]" = [None]
 
-    def emit(outcome):
+    def emit(outcome: "FetchOutcome") -> None:
         if console.json:
             held[outcome.run_id] = outcome
             while printed[0] < len(run_ids) and run_ids[printed[0]] in held:
@@ -3403,7 +3435,7 @@ def _cmd_fetch(args, console, stdin):
         if progress is not None:
             progress.run_done()
 
-    def waiting(runs, next_in, left):
+    def waiting(runs: "int", next_in: "float", left: "float") -> None:
         text = _waiting_text(runs, next_in, left)
         if progress is not None:
             progress.waiting(text)
@@ -3437,7 +3469,7 @@ def _cmd_fetch(args, console, stdin):
         return _report_outcomes(console, outcomes, started)
 
 
-def _say_unreachable(console, client, outcomes):
+def _say_unreachable(console: "_Console", client: "Client", outcomes: "Sequence[FetchOutcome]") -> None:
     """One message for a batch the API could not be reached for, instead of one per run."""
     error = client.unreachable
     if error is None:
@@ -3448,12 +3480,12 @@ def _say_unreachable(console, client, outcomes):
         error, count, "run" if count == 1 else "runs", BASE_URL_ENV))
 
 
-def _cmd_urls(args, console, stdin):
+def _cmd_urls(args: "argparse.Namespace", console: "_Console", stdin: "TextIO") -> int:
     run_ids = _read_run_ids(args.run_ids, stdin)
     started = time.monotonic()
     with _client_from(args) as client:
         results = client.get_results(run_ids)
-    rows = []
+    rows: "List[FetchOutcome]" = []
     for rid in run_ids:
         r = results[rid]
         error = r.error
@@ -3465,7 +3497,7 @@ def _cmd_urls(args, console, stdin):
         console.stdout.write(_json().dumps({"run_id": rid, "status": r.status, "url": r.url, "error": error}) + "\n")
     console.stdout.flush()
     _say_unreachable(console, client, rows)
-    counts = {}
+    counts: "Dict[str, int]" = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
     summary = ", ".join("%d %s" % (counts[k], k) for k in (READY, PENDING, FAILED, MISSING) if k in counts)
@@ -3473,8 +3505,8 @@ def _cmd_urls(args, console, stdin):
     return EXIT_OK if all(results[rid].ready for rid in run_ids) else EXIT_INCOMPLETE
 
 
-def _read_prompts(args, stdin):
-    prompts = []
+def _read_prompts(args: "argparse.Namespace", stdin: "TextIO") -> "List[str]":
+    prompts: "List[str]" = []
     sources = list(args.prompts)
     if args.from_file:
         if args.from_file == "-":
@@ -3495,7 +3527,7 @@ def _read_prompts(args, stdin):
     return prompts
 
 
-def _prompt_line(o):
+def _prompt_line(o: "PromptOutcome") -> str:
     """fetch's layout (run ID, status, path and size or the error), then the prompt."""
     prompt = o.prompt if len(o.prompt) <= 60 else o.prompt[:57] + "..."
     return "%s  \"%s\"" % (_outcome_line(o), prompt)
@@ -3504,28 +3536,28 @@ def _prompt_line(o):
 class _StatusLine:
     """The one line on a terminal that says what ``generate`` waits for; cleared before results."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: "TextIO") -> None:
         self.stream, self.shown = stream, False
 
-    def show(self, text):
+    def show(self, text: "str") -> None:
         self.stream.write("\r\x1b[K" + text)
         self.stream.flush()
         self.shown = True
 
-    def clear(self):
+    def clear(self) -> None:
         if self.shown:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self.shown = False
 
 
-def _cmd_generate(args, console, stdin):
+def _cmd_generate(args: "argparse.Namespace", console: "_Console", stdin: "TextIO") -> int:
     prompts = _read_prompts(args, stdin)
     started = time.monotonic()
     status = _StatusLine(console.stderr) if not args.quiet and console.stderr.isatty() else None
-    shown = set()
+    shown: "Set[int]" = set()
 
-    def settled(o):  # human lines as each prompt settles; --json keeps prompt order, at the end
+    def settled(o: "PromptOutcome") -> None:  # human lines as each prompt settles; --json keeps prompt order, at the end
         if status is not None:
             status.clear()
         if not console.json:
@@ -3557,14 +3589,14 @@ def _cmd_generate(args, console, stdin):
     return _report_prompts(console, outcomes, started)
 
 
-def _print_prompts(console, outcomes, shown):
+def _print_prompts(console: "_Console", outcomes: "Sequence[PromptOutcome]", shown: "Set[int]") -> None:
     for o in outcomes:
         if console.json or id(o) not in shown:
             console.result(o.as_dict(), _prompt_line(o))
 
 
-def _report_prompts(console, outcomes, started):
-    counts = {}
+def _report_prompts(console: "_Console", outcomes: "Sequence[PromptOutcome]", started: "float") -> int:
+    counts: "Dict[str, int]" = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     order = ("saved", "skipped", "pending", "failed", "error")
@@ -3580,7 +3612,8 @@ def _report_prompts(console, outcomes, started):
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_INCOMPLETE
 
 
-def main(argv=None, stdin=None, stdout=None, stderr=None):
+def main(argv: "Optional[Sequence[str]]" = None, stdin: "Optional[TextIO]" = None,
+         stdout: "Optional[TextIO]" = None, stderr: "Optional[TextIO]" = None) -> int:
     """Run the command line; returns the exit status instead of exiting."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
@@ -3602,7 +3635,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
         parser.print_help(stderr)
         return EXIT_USAGE
     console = _Console(args, stdout, stderr)
-    handler = None
+    command: "Callable[[argparse.Namespace, _Console, TextIO], int]" = args.handler
+    handler: "Optional[logging.Handler]" = None
     if args.verbose:
         import logging
         handler = logging.StreamHandler(stderr)
@@ -3612,7 +3646,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
         log.addHandler(handler)
         log.setLevel(logging.DEBUG)
     try:
-        return args.handler(args, console, stdin)
+        return command(args, console, stdin)
     except (ConfigurationError, InvalidRunIdError) as exc:
         console.problem("error: %s" % exc)
         return EXIT_USAGE
@@ -3631,18 +3665,18 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
             log.setLevel(old_level)
 
 
-def _safe_formatter(fmt):
+def _safe_formatter(fmt: "str") -> "logging.Formatter":
     """A logging formatter whose every line passes through ``_terminal_safe``."""
     import logging
 
     class SafeFormatter(logging.Formatter):
-        def format(self, record):
+        def format(self, record: "logging.LogRecord") -> str:
             return _terminal_safe(super().format(record))
 
     return SafeFormatter(fmt)
 
 
-def _bad_argument(argv):
+def _bad_argument(argv: "Sequence[object]") -> "Optional[str]":
     """Why an argument cannot be used at all, or None.  POSIX hands Python the bytes it could not
     decode as lone surrogates, which no file name, terminal or JSON line can carry; a NUL cannot
     come from a shell, only from a caller in Python, and no system call takes it."""
@@ -3660,7 +3694,7 @@ def _bad_argument(argv):
     return None
 
 
-def _prog_name():
+def _prog_name() -> str:
     """The command as the user typed it, for usage lines: ``sound-bulk``, ``python -m sound_bulk``
     or ``python sound_bulk.py``."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
@@ -3680,7 +3714,7 @@ def _prog_name():
     return "%s %s" % (python, argv0 or "sound_bulk.py")
 
 
-def console_main():
+def console_main() -> "NoReturn":
     """Entry point of the `sound-bulk` script and of `python -m sound_bulk`."""
     _CLI_PROCESS[0] = True
     try:
