@@ -3557,7 +3557,8 @@ def _cmd_generate(args: "argparse.Namespace", console: "_Console", stdin: "TextI
     status = _StatusLine(console.stderr) if not args.quiet and console.stderr.isatty() else None
     shown: "Set[int]" = set()
 
-    def settled(o: "PromptOutcome") -> None:  # human lines as each prompt settles; --json keeps prompt order, at the end
+    # human lines as each prompt settles; --json keeps prompt order, at the end
+    def settled(o: "PromptOutcome") -> None:
         if status is not None:
             status.clear()
         if not console.json:
