@@ -3286,7 +3286,7 @@ class _Console:
         if self.json:
             self.stdout.write(_json().dumps(obj) + "\n")
         elif not self.quiet and line:
-            self.stdout.write(_terminal_safe(line) + "\n")
+            self._write(self.stdout, _terminal_safe(line) + "\n")
         self.stdout.flush()
 
     def say(self, text: "str") -> None:
@@ -3294,8 +3294,20 @@ class _Console:
             self.problem(text)
 
     def problem(self, text: "str") -> None:
-        self.stderr.write("sound_bulk: %s\n" % _terminal_safe(text))
+        self._write(self.stderr, "sound_bulk: %s\n" % _terminal_safe(text))
         self.stderr.flush()
+
+    @staticmethod
+    def _write(stream: "TextIO", text: "str") -> None:
+        """Write ``text`` with what the stream's encoding cannot carry as ``\\xe9``-style escapes (stdout is
+        ASCII under LANG=C on 3.6, PYTHONIOENCODING=ascii, a Windows console): server text is no traceback."""
+        encoding = getattr(stream, "encoding", None)
+        if encoding:
+            try:
+                text = text.encode(encoding, "backslashreplace").decode(encoding)
+            except (LookupError, UnicodeError):
+                pass
+        stream.write(text)
 
 
 class _Progress:

@@ -1,6 +1,7 @@
 """A second adversarial review of issue 8's promises (the "review" helper): each test here broke a
 README promise on main before its fix.  Servers are ``test_hostile.Hostile`` on 127.0.0.1."""
 
+import io
 import json
 
 import pytest
@@ -45,3 +46,28 @@ def test_generate_pays_once_when_creation_is_redirected(hostile, monkeypatch, tm
     assert code == 1 and len(created) == 1, err
     code, out, err = cli(argv, hostile, monkeypatch)
     assert len(created) == 1 and "--resubmit" in json.loads(out)["error"]
+
+
+def ascii_stream():
+    """A text stream that cannot carry non-ASCII, like stdout under LANG=C on Python 3.6, a Windows console
+    or PYTHONIOENCODING=ascii (errors='strict', as Python sets up stdout)."""
+    return io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict", write_through=True)
+
+
+def written(stream):
+    return stream.buffer.getvalue().decode("ascii")
+
+
+def test_server_text_a_terminal_cannot_encode_is_escaped_not_a_traceback(hostile, monkeypatch, tmp_path):
+    """fails before: UnicodeEncodeError from _Console.result, a traceback in the middle of the fetch."""
+    hostile.handler = lambda method, path, body: http(200, {
+        "101": {"status": "ERROR", "message": "g\u00e9n\u00e9ration \u00e9chou\u00e9e \u2603"},
+        "102": {"status": "PENDING"}})
+    monkeypatch.setenv("CAMB_API_KEY", KEY)
+    out, err = ascii_stream(), ascii_stream()
+    code = sb.main(["fetch", "101", "102", "-o", str(tmp_path), "--base-url", hostile.base_url],
+                   stdin=io.StringIO(""), stdout=out, stderr=err)
+    assert code == 1
+    lines = written(out).splitlines()
+    assert len(lines) == 2 and "g\\xe9n\\xe9ration \\xe9chou\\xe9e \\u2603" in lines[0] and "102" in lines[1]
+    assert "1 failed" in written(err)
