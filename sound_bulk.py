@@ -114,6 +114,8 @@ SECRET_HEADERS = frozenset({"x-api-key"})
 ONCE_ONLY = frozenset({("POST", "text-to-sound")})
 #: Redirects followed for one request.
 MAX_REDIRECTS = 5
+#: Interim answers (1xx: 102 Processing, 103 Early Hints) read past before the answer, at most.
+MAX_INTERIM = 10
 #: Bytes read from the network and written to disk at a time.
 READ_CHUNK = 64 * 1024
 #: Largest JSON answer read from the API (a guard against a runaway body).
@@ -1634,6 +1636,7 @@ class _Pool:
             conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.response_class = _final_response_class()
         with self._lock:
             key = _origin_text(origin)
             self.opened[key] = self.opened.get(key, 0) + 1
@@ -1765,6 +1768,36 @@ class _Pool:
                                  "may already have been acted on" % (method, redact_url(url), answer.status,
                                                                     redact_url(new_url)), retryable=False)
         return new_url
+
+
+_FINAL_RESPONSE = []
+
+
+def _final_response_class() -> "Type[Any]":
+    """http.client's response class, reading past interim answers (``102 Processing``, ``103 Early Hints``):
+    http.client itself skips only ``100 Continue`` and would return the 103 as the answer, leaving the real
+    one unread on a kept-alive connection, for the next request to take as its own."""
+    if not _FINAL_RESPONSE:
+        import http.client
+
+        class _FinalResponse(http.client.HTTPResponse):
+            def _read_status(self) -> "Tuple[str, int, str]":
+                for _interim in range(MAX_INTERIM):
+                    version, status, reason = super()._read_status()
+                    if not 100 < status < 200 or status == 101:  # 100: begin() skips it; 101: not for us
+                        return version, status, reason
+                    for _header in range(101):  # skip its header lines, bounded as http.client bounds them
+                        line = self.fp.readline(65537)
+                        if len(line) > 65536:
+                            raise http.client.LineTooLong("header line")
+                        if line in (b"\r\n", b"\n", b""):
+                            break
+                    else:
+                        raise http.client.HTTPException("an interim answer with more than 100 header lines")
+                raise http.client.HTTPException("more than %d interim (1xx) answers" % MAX_INTERIM)
+
+        _FINAL_RESPONSE.append(_FinalResponse)
+    return _FINAL_RESPONSE[0]
 
 
 def _may_send_again(once, sent):

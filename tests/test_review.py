@@ -7,7 +7,7 @@ import json
 import pytest
 
 import sound_bulk as sb
-from test_hostile import KEY, cli, hostile, http, make  # noqa: F401 (fixtures)
+from test_hostile import KEY, cli, hostile, http, make, wav  # noqa: F401 (fixtures)
 
 
 def redirecting_creation(hostile, status):
@@ -71,3 +71,30 @@ def test_server_text_a_terminal_cannot_encode_is_escaped_not_a_traceback(hostile
     lines = written(out).splitlines()
     assert len(lines) == 2 and "g\\xe9n\\xe9ration \\xe9chou\\xe9e \\u2603" in lines[0] and "102" in lines[1]
     assert "1 failed" in written(err)
+
+
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+
+
+def test_interim_answers_like_103_early_hints_are_read_past(hostile, make, tmp_path):
+    """A CDN may send ``103 Early Hints`` (or 102) before the answer; http.client reads past 100 only.
+    fails before: every call was the error 'HTTP 103 with a body that is not JSON', and the real answer
+    stayed unread on the kept-alive connection, where the next call took it for its own."""
+    def handler(method, path, body):
+        if method == "POST" and path == "/apis/text-to-sound-results":
+            ids = json.loads(body.decode())["run_ids"]
+            return EARLY_HINTS + http(200, {str(i): {"output_url": hostile.origin + "/file/%d" % i} for i in ids})
+        if method == "POST" and path == "/apis/text-to-sound":
+            return b"HTTP/1.1 102 Processing\r\n\r\n" + EARLY_HINTS + http(200, {"task_id": "t1"})
+        if method == "GET" and path.startswith("/file/"):
+            return EARLY_HINTS + http(200, wav(), headers=[("Content-Type", "audio/wav")])
+        return http(404, {"detail": "Not Found"})
+
+    hostile.handler = handler
+    client = make()
+    for rid in (1, 2, 3):
+        assert client.get_results([rid])[rid].url == hostile.origin + "/file/%d" % rid
+    assert client.create_task("rain") == "t1"
+    outcomes = client.fetch([4, 5], str(tmp_path))
+    assert [o.status for o in outcomes] == ["saved", "saved"]
+    assert (tmp_path / "4.wav").read_bytes() == wav()
