@@ -61,15 +61,48 @@ import time
 # postponed evaluation of annotations (PEP 563).  `mypy --strict sound_bulk.py` passes, no ignores.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import (Any, BinaryIO, Callable, Dict, FrozenSet, IO, Iterable, Iterator, List, Literal,
-                        Mapping, NoReturn, Optional, Sequence, Set, TextIO, Tuple, Type, TypeVar, Union)
     import argparse
     import logging
     import queue
+    import ssl
+    import types
     from concurrent.futures import Future, ThreadPoolExecutor
-    OutcomeStatus = Literal["saved", "skipped", "pending", "failed", "missing", "error"]
+    from typing import (Any, AnyStr, BinaryIO, Callable, Dict, Final, FrozenSet, IO, Iterable, Iterator, List,
+                        Literal, Mapping, NoReturn, Optional, Protocol, Sequence, Set, TextIO, Tuple, Type,
+                        TypeVar, Union)
+
+    T = TypeVar("T")
+    #: ``str`` in, ``str`` out; ``None`` (or an optional str) in, optional str out.
+    OptStr = TypeVar("OptStr", str, Optional[str])
+    #: What the bulk endpoint says of a run (``RunResult.status``).
+    RunStatus = Literal["ready", "pending", "failed", "missing"]
+    #: How a run or a prompt ended (``FetchOutcome.status``, ``PromptOutcome.status``); "ready" only in
+    #: the rows ``urls`` builds for its summary.
+    OutcomeStatus = Literal["saved", "skipped", "ready", "pending", "failed", "missing", "error"]
     #: What submitting one prompt gives: (task_id, error, the exception that ended it)
     Submitted = Tuple[Optional[str], Optional[str], Optional["SoundBulkError"]]
+    #: A task's state (``Task.status``).
+    TaskStatus = Literal["SUCCESS", "PENDING", "ERROR"]
+    #: Run IDs as the public API takes them: one, or any iterable of ints and digit strings.
+    RunIds = Union[int, str, Iterable[Union[int, str]]]
+    #: Bytes as sniff_audio and friends accept them.
+    BytesLike = Union[bytes, bytearray, memoryview]
+    #: One manifest line (a JSON object), or the merged state of one prompt occurrence.
+    Record = Dict[str, Any]
+    #: Callbacks and seams.
+    Progress = Callable[[int], None]
+    OnFetchOutcome = Callable[["FetchOutcome"], None]
+    OnPromptOutcome = Callable[["PromptOutcome"], None]
+    OnWait = Callable[[int, float, float], None]
+    OnStatus = Callable[[str], None]
+    Sleep = Callable[[float], None]
+    Clock = Callable[[], float]
+    Rand = Callable[[], float]
+
+    class Headers(Protocol):
+        """Response headers (``http.client.HTTPMessage``, or a dict in tests): looked up by name."""
+
+        def get(self, name: str) -> "Optional[str]": ...
 
 
 # ---------------------------------------------------------------------------
@@ -142,9 +175,12 @@ MAX_SOUND_DURATION = 10.0
 MAX_PROMPT_CHARS = 2000
 #: The manifest's file name inside the output folder.
 MANIFEST_NAME = "sound_bulk-manifest.jsonl"
-USER_AGENT = "sound_bulk/%s (+python %d.%d)" % ((__version__,) + tuple(sys.version_info[:2]))
+USER_AGENT = "sound_bulk/%s (+python %d.%d)" % (__version__, sys.version_info[0], sys.version_info[1])
 #: RunResult statuses.
-READY, PENDING, FAILED, MISSING = "ready", "pending", "failed", "missing"
+READY: "Final" = "ready"
+PENDING: "Final" = "pending"
+FAILED: "Final" = "failed"
+MISSING: "Final" = "missing"
 _PENDING_WORDS = frozenset({"PENDING", "QUEUED", "RUNNING", "IN_PROGRESS", "PROCESSING", "STARTED"})
 _FAILED_WORDS = frozenset({"ERROR", "FAILED", "FAILURE", "TIMEOUT", "CANCELLED", "CANCELED"})
 
@@ -164,7 +200,7 @@ class ConfigurationError(SoundBulkError, ValueError):
 class InvalidRunIdError(SoundBulkError, ValueError):
     """One or more run IDs are not positive integers; ``invalid`` lists every bad value."""
 
-    def __init__(self, invalid, message=None):
+    def __init__(self, invalid: "Iterable[object]", message: "Optional[str]" = None) -> None:
         self.invalid = list(invalid)
         if message is None:
             shown = ", ".join(_short_repr(v) for v in self.invalid[:20])
@@ -176,7 +212,8 @@ class InvalidRunIdError(SoundBulkError, ValueError):
 class APIError(SoundBulkError):
     """The API answered with an error status, or with a body this client cannot use."""
 
-    def __init__(self, message, status=None, detail=None, retry_after=None):
+    def __init__(self, message: str, status: "Optional[int]" = None, detail: object = None,
+                 retry_after: "Optional[float]" = None) -> None:
         super().__init__(message)
         self.status = status
         self.detail = detail
@@ -199,7 +236,7 @@ class TransportError(SoundBulkError, OSError):
 
     answered = False
 
-    def __init__(self, message, retryable=True, sent=True):
+    def __init__(self, message: str, retryable: bool = True, sent: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.sent = sent
@@ -214,7 +251,7 @@ class APIUnreachableError(TransportError):
     (False for the calls that were not even tried).
     """
 
-    def __init__(self, url, cause, tries, sent=True):
+    def __init__(self, url: str, cause: str, tries: int, sent: bool = True) -> None:
         super().__init__("cannot reach the API at %s: %s (%d %s)" % (
             url, cause, tries, "try" if tries == 1 else "tries"), retryable=False, sent=sent)
         self.url, self.cause, self.tries = url, cause, tries
@@ -223,7 +260,8 @@ class APIUnreachableError(TransportError):
 class DownloadError(SoundBulkError, OSError):
     """A run's audio could not be saved; nothing was left under its final name."""
 
-    def __init__(self, message, run_id=None, expected=None, received=None):
+    def __init__(self, message: str, run_id: "Optional[int]" = None, expected: "Optional[int]" = None,
+                 received: "Optional[int]" = None) -> None:
         super().__init__(message)
         self.run_id = run_id
         self.expected = expected
@@ -233,7 +271,7 @@ class DownloadError(SoundBulkError, OSError):
 class FetchInterrupted(KeyboardInterrupt):
     """Ctrl-C during ``Client.fetch``; ``outcomes`` reports every run, unfinished ones as errors."""
 
-    def __init__(self, outcomes):
+    def __init__(self, outcomes: "Sequence[Union[FetchOutcome, PromptOutcome]]") -> None:
         super().__init__("interrupted")
         self.outcomes = outcomes
 
@@ -252,8 +290,14 @@ class RunResult:
     """
 
     __slots__ = ("run_id", "status", "url", "raw", "error")
+    run_id: "int"
+    status: "RunStatus"
+    url: "Optional[str]"
+    raw: object
+    error: "Optional[str]"
 
-    def __init__(self, run_id, status, url=None, raw=None, error=None):
+    def __init__(self, run_id: int, status: "RunStatus", url: "Optional[str]" = None, raw: object = None,
+                 error: "Optional[str]" = None) -> None:
         self.run_id = run_id
         self.status = status
         self.url = url
@@ -261,19 +305,19 @@ class RunResult:
         self.error = error
 
     @property
-    def ready(self):
+    def ready(self) -> bool:
         return self.status == READY
 
-    def _key(self):
+    def _key(self) -> "Tuple[object, ...]":
         return (self.run_id, self.status, self.url, self.raw, self.error)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, RunResult) and self._key() == other._key()
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.run_id, self.status, self.url))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "RunResult(run_id=%d, status=%r, url=%r, error=%r)" % (
             self.run_id, self.status, redact_url(self.url), self.error)
 
@@ -281,22 +325,23 @@ class RunResult:
 class _Outcome:
     """An outcome that is one ``--json`` line: subclasses name their ``__slots__`` in output order."""
 
-    __slots__ = ()
+    __slots__: "Tuple[str, ...]" = ()
+    status: "OutcomeStatus"
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         """True when the file is there: the run (or prompt) was ``saved`` now or ``skipped``
         because an earlier run saved it."""
         return self.status in ("saved", "skipped")
 
-    def as_dict(self):
+    def as_dict(self) -> "Dict[str, object]":
         """The fields as a dict in output order: exactly what ``--json`` prints for it."""
         return {name: getattr(self, name) for name in self.__slots__}
 
-    def __eq__(self, other):
-        return type(other) is type(self) and self.as_dict() == other.as_dict()
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Outcome) and type(other) is type(self) and self.as_dict() == other.as_dict()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "%s(%s)" % (type(self).__name__, ", ".join("%s=%r" % kv for kv in self.as_dict().items()))
 
 
@@ -307,8 +352,14 @@ class FetchOutcome(_Outcome):
     """
 
     __slots__ = ("run_id", "status", "path", "bytes", "error")
+    run_id: "int"
+    status: "OutcomeStatus"
+    path: "Optional[str]"
+    bytes: "Optional[int]"
+    error: "Optional[str]"
 
-    def __init__(self, run_id, status, path=None, bytes=None, error=None):
+    def __init__(self, run_id: int, status: "OutcomeStatus", path: "Optional[str]" = None,
+                 bytes: "Optional[int]" = None, error: "Optional[str]" = None) -> None:
         self.run_id = run_id
         self.status = status
         self.path = path
@@ -320,15 +371,21 @@ class Task:
     """A text-to-sound task: ``status`` is ``SUCCESS``, ``PENDING`` or ``ERROR`` as the API says."""
 
     __slots__ = ("task_id", "status", "run_id", "error", "raw")
+    task_id: "str"
+    status: "TaskStatus"
+    run_id: "Optional[int]"
+    error: "Optional[str]"
+    raw: "Optional[Dict[str, Any]]"
 
-    def __init__(self, task_id, status, run_id=None, error=None, raw=None):
+    def __init__(self, task_id: str, status: "TaskStatus", run_id: "Optional[int]" = None,
+                 error: "Optional[str]" = None, raw: "Optional[Dict[str, Any]]" = None) -> None:
         self.task_id = task_id
         self.status = status
         self.run_id = run_id
         self.error = error
         self.raw = raw
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Task(task_id=%r, status=%r, run_id=%r, error=%r)" % (
             self.task_id, self.status, self.run_id, self.error)
 
@@ -337,8 +394,17 @@ class PromptOutcome(_Outcome):
     """How one prompt ended in ``generate``: the ``--json`` line, as an object."""
 
     __slots__ = ("prompt", "task_id", "run_id", "status", "path", "bytes", "error")
+    prompt: "str"
+    task_id: "Optional[str]"
+    run_id: "Optional[int]"
+    status: "OutcomeStatus"
+    path: "Optional[str]"
+    bytes: "Optional[int]"
+    error: "Optional[str]"
 
-    def __init__(self, prompt, task_id=None, run_id=None, status="error", path=None, error=None, bytes=None):
+    def __init__(self, prompt: str, task_id: "Optional[str]" = None, run_id: "Optional[int]" = None,
+                 status: "OutcomeStatus" = "error", path: "Optional[str]" = None, error: "Optional[str]" = None,
+                 bytes: "Optional[int]" = None) -> None:
         self.prompt, self.task_id, self.run_id = prompt, task_id, run_id
         self.status, self.path, self.bytes, self.error = status, path, bytes, error
 
@@ -347,7 +413,7 @@ class PromptOutcome(_Outcome):
 # Functions: run IDs, answers, audio bytes, retry waits
 # ---------------------------------------------------------------------------
 
-def validate_run_ids(ids):
+def validate_run_ids(ids: "Union[Iterable[object], int, str]") -> "List[int]":
     """Return the run IDs as ints, first-seen order, repeats dropped.
 
     Accepts ints and strings of ASCII decimal digits (whitespace around them is
@@ -363,7 +429,9 @@ def validate_run_ids(ids):
         raise InvalidRunIdError([ids], "run IDs must be given as a list, not %s" % type(ids).__name__) from None
     if not items:
         raise InvalidRunIdError([], "no run IDs given")
-    seen, good, bad = set(), [], []
+    seen: "Set[int]" = set()
+    good: "List[int]" = []
+    bad: "List[object]" = []
     for item in items:
         value = _run_id_value(item)
         if value is None:
@@ -376,7 +444,7 @@ def validate_run_ids(ids):
     return good
 
 
-def chunked(ids, size=MAX_RUN_IDS):
+def chunked(ids: "Iterable[T]", size: int = MAX_RUN_IDS) -> "List[List[T]]":
     """Split ``ids`` into consecutive lists of at most ``size`` (1..MAX_RUN_IDS), order kept."""
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_RUN_IDS:
         raise ValueError("chunk size must be a whole number from 1 to %d, not %r" % (MAX_RUN_IDS, size))
@@ -384,7 +452,7 @@ def chunked(ids, size=MAX_RUN_IDS):
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def parse_results(body, run_ids):
+def parse_results(body: object, run_ids: "Iterable[int]") -> "Dict[int, RunResult]":
     """Turn a decoded bulk-endpoint answer into ``{run_id: RunResult}`` for exactly ``run_ids``.
 
     Never raises for any JSON value: a body that is not an object, or an entry of
@@ -394,12 +462,12 @@ def parse_results(body, run_ids):
     if not isinstance(body, dict):
         why = "the response is not a JSON object (it is %s)" % _json_kind(body)
         return {rid: RunResult(rid, MISSING, error=why) for rid in run_ids}
-    entries = {}
+    entries: "Dict[int, object]" = {}
     for key, value in body.items():
         rid = _run_id_value(key) if isinstance(key, str) else None
         if rid is not None and rid not in entries:
             entries[rid] = value
-    results = {}
+    results: "Dict[int, RunResult]" = {}
     for rid in run_ids:
         if rid in entries:
             results[rid] = _classify(rid, entries[rid])
@@ -408,7 +476,7 @@ def parse_results(body, run_ids):
     return results
 
 
-def sniff_audio(head):
+def sniff_audio(head: "BytesLike") -> "Optional[str]":
     """Return the file extension for audio bytes that start with ``head``, else None.
 
     Tries the formats of _AUDIO_FORMATS in order: WAV (RIFF, RIFX, RF64, BW64), W64, AIFF/AIFC,
@@ -430,7 +498,7 @@ def sniff_audio(head):
     return None
 
 
-def redact_url(url):
+def redact_url(url: "OptStr") -> "OptStr":
     """``url`` without its query string (where presigned signatures live) and its ``user:password@``."""
     if not url:
         return url
@@ -442,7 +510,8 @@ def redact_url(url):
     return base + ("?<redacted>" if sep else "")
 
 
-def retry_wait(headers, attempt, now=None, rand=None):
+def retry_wait(headers: "Optional[Headers]", attempt: int, now: "Optional[float]" = None,
+               rand: "Optional[Rand]" = None) -> float:
     """Seconds to wait before retry number ``attempt`` (0-based) after a response with ``headers``.
 
     ``Retry-After-Ms``, then ``Retry-After`` (seconds or an HTTP date), then
@@ -457,12 +526,13 @@ def retry_wait(headers, attempt, now=None, rand=None):
     return backoff(attempt, rand)
 
 
-def backoff(attempt, rand):
+def backoff(attempt: int, rand: "Rand") -> float:
     delay = min(BACKOFF_MAX, BACKOFF_INITIAL * (2.0 ** attempt))
     return delay * (1.0 + (rand() - 0.5) * 0.2)
 
 
-def saved_path(out_dir, run_id):
+def saved_path(out_dir: str, run_id: int) -> "Optional[str]":
+
     """The path of a run already saved in ``out_dir`` (any known extension), else None."""
     for ext in AUDIO_EXTENSIONS:
         path = os.path.join(out_dir, "%d%s" % (run_id, ext))
@@ -505,10 +575,11 @@ class Client:
       dates) and ``rand`` (backoff jitter in [0, 1)): seams for tests.
     """
 
-    def __init__(self, api_key=None, *, base_url=None, timeout=DEFAULT_TIMEOUT,
-                 max_attempts=MAX_ATTEMPTS, retry_budget=RETRY_BUDGET,
-                 sleep=time.sleep, clock=time.monotonic, now=time.time, rand=None, ssl_context=None,
-                 api_concurrency=API_CONCURRENCY):
+    def __init__(self, api_key: "Optional[str]" = None, *, base_url: "Optional[str]" = None,
+                 timeout: float = DEFAULT_TIMEOUT, max_attempts: int = MAX_ATTEMPTS,
+                 retry_budget: float = RETRY_BUDGET, sleep: "Sleep" = time.sleep, clock: "Clock" = time.monotonic,
+                 now: "Clock" = time.time, rand: "Optional[Rand]" = None,
+                 ssl_context: "Optional[ssl.SSLContext]" = None, api_concurrency: int = API_CONCURRENCY) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key or not str(key).strip():
             raise ConfigurationError("no API key: pass api_key= or set %s" % API_KEY_ENV)
@@ -537,29 +608,29 @@ class Client:
         self._clock = clock
         self._now = now
         self._rand = rand if rand is not None else _random  # `random` imported at the first retry
-        self._ssl_context = ssl_context
+        self._ssl_context: "Optional[ssl.SSLContext]" = ssl_context
         if isinstance(api_concurrency, bool) or not isinstance(api_concurrency, int) or api_concurrency < 1:
             raise ConfigurationError("api_concurrency must be a whole number of at least 1")
         self._window = _CallWindow(api_concurrency, clock, sleep)
-        self._unreachable = None  # an APIUnreachableError once the API proved out of reach
+        self._unreachable: "Optional[APIUnreachableError]" = None  # set once the API proved out of reach
         self._pool = _Pool(self)
         self._log = _logger()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Client(base_url=%r, api_key=<redacted>)" % self.base_url
 
-    def __enter__(self):
+    def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         """Close idle kept-alive connections."""
         self._pool.close()
 
     @property
-    def unreachable(self):
+    def unreachable(self) -> "Optional[APIUnreachableError]":
         """The ``APIUnreachableError`` of the current (or last) batch, or None.
 
         Once one call has used all its tries without any answer from the API (refused, DNS,
@@ -569,18 +640,18 @@ class Client:
         """
         return self._unreachable
 
-    def reset_unreachable(self):
+    def reset_unreachable(self) -> None:
         """Forget that the API was out of reach: the next call tries the network again."""
         self._unreachable = None
 
     @property
-    def connections_opened(self):
+    def connections_opened(self) -> "Dict[str, int]":
         """How many connections this client opened, by origin (``scheme://host:port``)."""
         return dict(self._pool.opened)
 
     # -- the bulk endpoint -------------------------------------------------
 
-    def get_results(self, run_ids):
+    def get_results(self, run_ids: "RunIds") -> "Dict[int, RunResult]":
         """Resolve run IDs: ``{run_id: RunResult}``, one entry per requested ID, request order.
 
         One POST per chunk of at most five IDs.  A chunk whose answer is unusable
@@ -589,12 +660,12 @@ class Client:
         """
         ids = validate_run_ids(run_ids)
         self.reset_unreachable()
-        results = {}
+        results: "Dict[int, RunResult]" = {}
         for chunk in chunked(ids):
             results.update(self._resolve_chunk(chunk))
         return results
 
-    def _resolve_chunk(self, chunk):
+    def _resolve_chunk(self, chunk: "List[int]") -> "Dict[int, RunResult]":
         try:
             body = self._call_json("POST", "text-to-sound-results", {"run_ids": chunk})
         except AuthenticationError:
@@ -608,8 +679,9 @@ class Client:
 
     # -- tasks (prompts -> run IDs) --------------------------------------------
 
-    def create_task(self, prompt, *, duration=None, audio_type="sound", project_name=None,
-                    project_description=None, folder_id=None):
+    def create_task(self, prompt: str, *, duration: "Optional[float]" = None, audio_type: str = "sound",
+                    project_name: "Optional[str]" = None, project_description: "Optional[str]" = None,
+                    folder_id: "Optional[int]" = None) -> str:
         """Start a text-to-sound task; returns its ``task_id`` (a string).  Costs credits."""
         payload = _task_payload(prompt, duration, audio_type, project_name, project_description, folder_id)
         body = self._call_json("POST", "text-to-sound", payload)
@@ -618,27 +690,30 @@ class Client:
             raise APIError("the API did not return a task_id (got %s)" % _short_repr(body))
         return str(task_id)
 
-    def get_task(self, task_id):
+    def get_task(self, task_id: str) -> Task:
         """The task's current state as a ``Task``."""
         from urllib.parse import quote
         body = self._call_json("GET", "text-to-sound/" + quote(str(task_id), safe=""))
         if not isinstance(body, dict):
             raise APIError("unexpected task status answer: %s" % _short_repr(body))
-        status = str(body.get("status") or "PENDING").upper()
+        word = str(body.get("status") or "PENDING").upper()
         run_id = _run_id_value(body["run_id"]) if body.get("run_id") is not None else None
         error = None
-        if status in _FAILED_WORDS:
+        status: "TaskStatus" = "SUCCESS"
+        if word in _FAILED_WORDS:
             status = "ERROR"
             error = _first_text(body, ("exception_reason", "message", "error")) or "the task failed"
-        elif status == "SUCCESS" and run_id is None:
+        elif word == "SUCCESS" and run_id is None:
             status, error = "ERROR", "the task succeeded but the API gave no run_id"
-        elif status != "SUCCESS":
+        elif word != "SUCCESS":
             status = "PENDING"
         return Task(str(task_id), status, run_id, error, body)
 
     # -- downloads ---------------------------------------------------------
 
-    def download(self, run_id, out_dir=".", url=None, *, progress=None, cancel=None):
+    def download(self, run_id: "Union[int, str]", out_dir: str = ".", url: "Optional[str]" = None, *,
+                 progress: "Optional[Progress]" = None,
+                 cancel: "Optional[threading.Event]" = None) -> "Tuple[str, int]":
         """Save one run's audio as ``out_dir/<run_id>.<ext>``; returns ``(path, size)``.
 
         Resolves the URL when none is given, refreshes it when it has expired,
@@ -664,8 +739,10 @@ class Client:
             url = self._fresh_url(rid, None)
         return _Download(self, rid, out_dir, url, progress, cancel).run()
 
-    def fetch(self, run_ids, out_dir=".", *, workers=None, wait=0.0,
-              progress=None, on_outcome=None, cancel=None, on_wait=None):
+    def fetch(self, run_ids: "RunIds", out_dir: str = ".", *, workers: "Optional[int]" = None, wait: float = 0.0,
+              progress: "Optional[Progress]" = None, on_outcome: "Optional[OnFetchOutcome]" = None,
+              cancel: "Optional[threading.Event]" = None,
+              on_wait: "Optional[OnWait]" = None) -> "List[FetchOutcome]":
         """The whole journey: resolve, download in parallel, report every run.
 
         Returns one ``FetchOutcome`` per requested run, in request order.  Runs
@@ -696,16 +773,16 @@ class Client:
         return _Fetch(self, ids, out_dir, workers, float(wait or 0), progress, on_outcome, cancel,
                       on_wait).run()
 
-    def abort(self):
+    def abort(self) -> None:
         """Break every transfer in progress (used on Ctrl-C so threads stop at once)."""
         self._pool.abort()
 
     # -- machinery -----------------------------------------------------------
 
-    def _fresh_url(self, rid, stale, why=None):
+    def _fresh_url(self, rid: int, stale: "Optional[str]", why: "Optional[str]" = None) -> str:
         """A download URL for ``rid`` other than ``stale``; ``why`` a new one is needed goes into the error."""
         result = self._resolve_chunk([rid])[rid]
-        if result.ready and result.url != stale:
+        if result.ready and result.url is not None and result.url != stale:  # a ready result has a url
             return result.url
         if result.ready:
             problem = "the API gave the same URL again"
@@ -713,7 +790,8 @@ class Client:
             problem = "the API has no download URL for it now (%s)" % (result.error or result.status)
         raise DownloadError("run %d: %s" % (rid, "%s, and %s" % (why, problem) if why else problem), run_id=rid)
 
-    def _call_json(self, method, path, payload=None, retry=True):
+    def _call_json(self, method: str, path: str, payload: "Optional[Dict[str, object]]" = None,
+                   retry: bool = True) -> object:
         """One API call with retries; returns the decoded JSON answer.
 
         A call in ONCE_ONLY is tried again only when it certainly never reached the server.
@@ -732,6 +810,7 @@ class Client:
         window = self._window
         start = self._clock()
         answers_before = window.answers
+        error: "Union[TransportError, APIError]"
         for attempt in range(attempts):
             known = self._unreachable
             if known is not None:  # another call found the API out of reach: this one is not even tried
@@ -767,8 +846,9 @@ class Client:
             pause = wait if throttled and not give_up else None
             window.release(ticket, answered, shrink=answered and answer.status == 429, pause=pause)
             if give_up:
-                if not answered and not error.answered and window.answers == answers_before and (
-                        not error.sent or not error.retryable or (attempts > 1 and attempt + 1 >= attempts)):
+                if (not answered and isinstance(error, TransportError) and not error.answered
+                        and window.answers == answers_before
+                        and (not error.sent or not error.retryable or (attempts > 1 and attempt + 1 >= attempts))):
                     self._unreachable = APIUnreachableError(self.base_url, _cause(error, method, url), attempt + 1,
                                                             sent=error.sent)
                     raise self._unreachable from None
@@ -778,15 +858,15 @@ class Client:
                 self._sleep(wait)
         raise AssertionError("unreachable")
 
-    def _decode(self, answer, data):
+    def _decode(self, answer: "_Answer", data: bytes) -> object:
         decoded, problem = _parse_json(data, self._redact)
         if problem:
             raise APIError("HTTP %d with %s: %s" % (answer.status, problem, _snippet(data)), status=answer.status)
         return decoded
 
-    def _api_error(self, answer, data):
+    def _api_error(self, answer: "_Answer", data: bytes) -> APIError:
         status = answer.status
-        detail = None
+        detail: object = None
         decoded, problem = _parse_json(data, self._redact)
         if problem is None and isinstance(decoded, dict) and "detail" in decoded:
             detail = decoded["detail"]
@@ -801,7 +881,7 @@ class Client:
             return AuthenticationError("the API rejected the key (%s)" % message, status, detail)
         return APIError(message, status, detail)
 
-    def _redact(self, text):
+    def _redact(self, text: "AnyStr") -> "AnyStr":
         """THE redactor: ``text`` (from the network) with this client's key, and any piece of it that a
         cut could have left at either end, replaced by ``<redacted>``.  Every answer, header, reason
         phrase and transport error passes here as it arrives (see ``_Answer``), before anything cuts,
@@ -826,11 +906,11 @@ class Manifest:
     torn last line (a crash mid-write) is ignored on reading.
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
 
-    def records(self):
+    def records(self) -> "List[Record]":
         """Every line that is a JSON object, in order; garbage, non-UTF-8 and deeply nested lines are skipped."""
         try:
             with open(self.path, "rb") as f:
@@ -839,7 +919,7 @@ class Manifest:
             return []
         except OSError as exc:
             raise ConfigurationError("cannot read the manifest %s: %s" % (self.path, exc.strerror or exc)) from None
-        out = []
+        out: "List[Record]" = []
         for line in lines:
             try:
                 record = _json().loads(line.decode("utf-8"))
@@ -849,7 +929,7 @@ class Manifest:
                 out.append(record)
         return out
 
-    def append(self, record):
+    def append(self, record: "Mapping[str, object]") -> None:
         """Write one record as a line and fsync it; raises OSError when that cannot be done."""
         import errno
         data = (_json().dumps(record, sort_keys=True) + "\n").encode("utf-8")
@@ -869,9 +949,9 @@ class Manifest:
             finally:
                 os.close(fd)
 
-    def state(self):
+    def state(self) -> "Dict[str, Record]":
         """``{key: merged record}`` for every prompt occurrence the manifest knows."""
-        merged = {}
+        merged: "Dict[str, Record]" = {}
         for record in self.records():
             key = record.get("key")
             if isinstance(key, str):
@@ -880,13 +960,13 @@ class Manifest:
         return merged
 
 
-def manifest_run_ids(path):
+def manifest_run_ids(path: str) -> "List[int]":
     """The run IDs recorded in a manifest file (or the manifest inside a folder), in order."""
     if os.path.isdir(path):
         path = os.path.join(path, MANIFEST_NAME)
     if not os.path.isfile(path):
         raise ConfigurationError("no manifest at %s" % path)
-    ids = []
+    ids: "List[int]" = []
     for entry in Manifest(path).state().values():
         rid = entry.get("run_id")
         if isinstance(rid, int) and not isinstance(rid, bool) and rid not in ids:
@@ -894,10 +974,10 @@ def manifest_run_ids(path):
     return ids
 
 
-def prompt_keys(prompts, duration, audio_type):
+def prompt_keys(prompts: "Iterable[str]", duration: "Optional[float]", audio_type: str) -> "List[str]":
     """A stable key per prompt occurrence: the same prompt twice is two sounds."""
     import hashlib
-    seen = {}
+    seen: "Dict[str, int]" = {}
     keys = []
     for prompt in prompts:
         base = hashlib.sha256(_json().dumps([prompt, duration, audio_type]).encode("utf-8")).hexdigest()[:16]
@@ -906,9 +986,12 @@ def prompt_keys(prompts, duration, audio_type):
     return keys
 
 
-def generate(client, prompts, out_dir=".", *, duration=None, audio_type="sound", resubmit=False,
-             workers=DEFAULT_WORKERS, wait=600.0, on_outcome=None, project_name=None,
-             project_description=None, folder_id=None, on_status=None):
+def generate(client: Client, prompts: "Iterable[str]", out_dir: str = ".", *, duration: "Optional[float]" = None,
+             audio_type: str = "sound", resubmit: bool = False, workers: int = DEFAULT_WORKERS, wait: float = 600.0,
+             on_outcome: "Optional[OnPromptOutcome]" = None, project_name: "Optional[str]" = None,
+             project_description: "Optional[str]" = None, folder_id: "Optional[int]" = None,
+             on_status: "Optional[OnStatus]" = None) -> "List[PromptOutcome]":
+
     """Prompts in, audio files out: create tasks, poll them, resolve and download the runs.
 
     Every task created is recorded in ``out_dir/sound_bulk-manifest.jsonl``
@@ -937,7 +1020,7 @@ def generate(client, prompts, out_dir=".", *, duration=None, audio_type="sound",
 # Machinery: parsing and checking helpers
 # ---------------------------------------------------------------------------
 
-def _run_id_value(item):
+def _run_id_value(item: object) -> "Optional[int]":
     if isinstance(item, bool):
         return None
     if isinstance(item, int):
@@ -952,7 +1035,7 @@ def _run_id_value(item):
     return value if 1 <= value <= MAX_RUN_ID else None
 
 
-def _classify(rid, value):
+def _classify(rid: int, value: object) -> RunResult:
     if value is None:
         return RunResult(rid, PENDING, raw=value)
     if isinstance(value, str):  # lenient: the URL itself, or a bare status word
@@ -982,7 +1065,7 @@ def _classify(rid, value):
     return RunResult(rid, MISSING, raw=value, error="output_url is not an http(s) URL: %s" % _short_repr(url))
 
 
-def _first_text(mapping, keys):
+def _first_text(mapping: "Mapping[str, object]", keys: "Iterable[str]") -> "Optional[str]":
     for key in keys:
         value = mapping.get(key)
         if isinstance(value, str) and value.strip():
@@ -992,7 +1075,7 @@ def _first_text(mapping, keys):
     return None
 
 
-def _is_http_url(text):
+def _is_http_url(text: str) -> bool:
     from urllib.parse import urlsplit
     text = text.strip()
     if not text or any(ch.isspace() or ord(ch) < 32 for ch in text):
@@ -1004,7 +1087,7 @@ def _is_http_url(text):
         return False
 
 
-def _id3_size(head):
+def _id3_size(head: bytes) -> int:
     """The length of the ID3v2 tag at the start of ``head`` (header and footer included), else 0."""
     if len(head) < 10 or head[:3] != b"ID3" or head[3] not in (2, 3, 4) or head[4] == 0xFF:
         return 0
@@ -1029,7 +1112,7 @@ _MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12
 _ADTS_RATES = 13
 
 
-def _mpeg_frame(head, pos):
+def _mpeg_frame(head: bytes, pos: int) -> int:
     """The length of the MPEG audio frame whose header is at ``pos``, or 0 when there is none."""
     if len(head) < pos + 4 or head[pos] != 0xFF or head[pos + 1] & 0xE0 != 0xE0:
         return 0
@@ -1046,7 +1129,7 @@ def _mpeg_frame(head, pos):
     return (144 if mpeg1 or layer == 2 else 72) * bitrate // rate + padding
 
 
-def _adts_frame(head, pos):
+def _adts_frame(head: bytes, pos: int) -> int:
     """The length of the ADTS (AAC) frame whose header is at ``pos``, or 0 when there is none."""
     if len(head) < pos + 7 or head[pos] != 0xFF or head[pos + 1] & 0xF6 != 0xF0:
         return 0
@@ -1056,9 +1139,9 @@ def _adts_frame(head, pos):
     return length if length >= 7 else 0
 
 
-def _frames(frame_length):
+def _frames(frame_length: "Callable[[bytes, int], int]") -> "Callable[[bytes], bool]":
     """A test for a stream of frames: one whole frame, and the next header when ``head`` reaches it."""
-    def test(head):
+    def test(head: bytes) -> bool:
         length = frame_length(head, 0)
         if not length or len(head) < length:
             return False
@@ -1066,7 +1149,7 @@ def _frames(frame_length):
     return test
 
 
-def _ebml_doctype(head):
+def _ebml_doctype(head: bytes) -> "Optional[bytes]":
     """The DocType of a Matroska/WebM (EBML) header, as bytes, else None."""
     if head[:4] != b"\x1a\x45\xdf\xa3":
         return None
@@ -1081,7 +1164,7 @@ _MP4_AUDIO_BRANDS = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B ", b"mp
                                b"iso2", b"iso4", b"iso5", b"iso6", b"dash", b"3gp4", b"3gp5", b"3gp6"})
 
 #: What sniff_audio recognises, in the order it tries: (extension, test of the first bytes).
-_AUDIO_FORMATS = (
+_AUDIO_FORMATS: "Tuple[Tuple[str, Callable[[bytes], bool]], ...]" = (
     (".wav", lambda h: h[:4] in (b"RIFF", b"RIFX", b"RF64", b"BW64") and h[8:12] == b"WAVE"),
     (".w64", lambda h: h[:16] == _W64_RIFF and h[24:40] == _W64_WAVE),
     (".aiff", lambda h: h[:4] == b"FORM" and h[8:12] in (b"AIFF", b"AIFC")),
@@ -1103,7 +1186,7 @@ _UNSUPPORTED = (
 )
 
 
-def _unsupported_audio(head):
+def _unsupported_audio(head: "BytesLike") -> "Optional[str]":
     """A name for a container or audio format that sniff_audio does not save, else None."""
     head = bytes(head)
     if head[4:8] == b"ftyp":
@@ -1115,7 +1198,7 @@ def _unsupported_audio(head):
     return None
 
 
-def _describe_bytes(head):
+def _describe_bytes(head: "BytesLike") -> str:
     head = bytes(head)
     for bom, codec in ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"), (b"\xef\xbb\xbf", "utf-8")):
         if head.startswith(bom):
@@ -1134,13 +1217,13 @@ def _describe_bytes(head):
 
 
 #: The 16-byte chunk IDs of Sony Wave64 (W64): the file's own, its form type and its audio data.
-_W64_RIFF = b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00"
-_W64_WAVE = b"wave\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
+_W64_RIFF: "bytes" = b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00"
+_W64_WAVE: "bytes" = b"wave\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
 _W64_DATA = b"data\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
 _UNKNOWN_SIZE = 0xFFFFFFFF  # what a streaming WAV writer leaves in a size it could not go back to
 
 
-def _declared_length(head):
+def _declared_length(head: "BytesLike") -> "Optional[int]":
     """How many bytes a file that starts with ``head`` says it has, or None when it does not say.
 
     WAV (RIFF, RIFX, RF64/BW64 through their ds64 chunk, W64) and AIFF carry the size of the whole
@@ -1168,7 +1251,7 @@ def _declared_length(head):
     return _chunk_walk(head, total, 12, 4, order + "I", 2, (b"data", b"SSND"), data64)
 
 
-def _mp4_length(head):
+def _mp4_length(head: bytes) -> "Optional[int]":
     """Where the last MP4 box that starts within ``head`` ends (None if a size is 0, "to the end", or broken)."""
     import struct
     pos = end = 0
@@ -1182,7 +1265,7 @@ def _mp4_length(head):
     return end or None
 
 
-def _ebml_vint(head, pos):
+def _ebml_vint(head: bytes, pos: int) -> "Tuple[Optional[int], int]":
     """An EBML variable-length number at ``pos``: (value, length); value None when all ones (unknown)."""
     if pos >= len(head) or not head[pos]:
         return None, 0
@@ -1195,7 +1278,7 @@ def _ebml_vint(head, pos):
     return (None if value == (1 << (7 * length)) - 1 else value), length
 
 
-def _ebml_length(head):
+def _ebml_length(head: bytes) -> "Optional[int]":
     """Where a Matroska/WebM file's Segment ends, when its header says (a live stream's does not)."""
     size, n = _ebml_vint(head, 4)
     if size is None:
@@ -1207,7 +1290,8 @@ def _ebml_length(head):
     return pos + 4 + n + size if size is not None else None
 
 
-def _chunk_walk(head, total, pos, id_size, size_format, align, data_ids, data64):
+def _chunk_walk(head: bytes, total: "Optional[int]", pos: int, id_size: int, size_format: str, align: int,
+                data_ids: "Tuple[bytes, ...]", data64: "Optional[int]") -> "Optional[int]":
     """The larger of ``total`` and the end of the audio data chunk, if that chunk is within ``head``.
 
     Chunks are an ID of ``id_size`` bytes and a size (``size_format``), padded to ``align`` bytes;
@@ -1232,7 +1316,7 @@ def _chunk_walk(head, total, pos, id_size, size_format, align, data_ids, data64)
     return max(ends) if ends else None
 
 
-def _short_repr(value, limit=60):
+def _short_repr(value: object, limit: int = 60) -> str:
     try:
         text = repr(value)
     except (RecursionError, ValueError):  # nested too deeply; an int too long for repr (3.11+)
@@ -1244,7 +1328,7 @@ def _short_repr(value, limit=60):
 _MIN_KEY_FRAGMENT = 6
 
 
-def _redact_key(text, key, mark):
+def _redact_key(text: "AnyStr", key: "AnyStr", mark: "AnyStr") -> "AnyStr":
     """``text`` (str or bytes) with ``key`` replaced by ``mark``, and a piece of the key that a cut left
     at the end (a prefix of it) or at the start (a suffix); the work of ``Client._redact``."""
     text = text.replace(key, mark)
@@ -1263,7 +1347,7 @@ class _TooDeep(Exception):
     pass
 
 
-def _parse_json(data, redact):
+def _parse_json(data: bytes, redact: "Callable[[str], str]") -> "Tuple[object, Optional[str]]":
     """A JSON answer as ``(value, None)``, or ``(None, what is wrong)``; never raises.
 
     Every string in the value, object keys too, passes through ``redact``; nesting deeper than
@@ -1276,7 +1360,7 @@ def _parse_json(data, redact):
     except RecursionError:
         return None, "JSON nested too deeply"
 
-    def scrub(item, depth):
+    def scrub(item: object, depth: int) -> object:
         if isinstance(item, str):
             return redact(item)
         if isinstance(item, (list, dict)) and depth >= MAX_JSON_DEPTH:
@@ -1299,7 +1383,7 @@ _UNSAFE_CHARS = u"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def _terminal_safe(text):
+def _terminal_safe(text: object) -> str:
     """THE sanitiser for human output: ``text`` on one line, every character of _UNSAFE_CHARS shown as
     an escape (``\\n``, ``\\x1b``, ``\\u202e``), so a server cannot draw, move, hide or forge lines.
     Applied where lines are written for people (``_Console``, the ``-v`` log formatter); ``--json``
@@ -1309,19 +1393,19 @@ def _terminal_safe(text):
         "\\x%02x" % ord(m.group(0)) if ord(m.group(0)) < 0x100 else "\\u%04x" % ord(m.group(0))), str(text))
 
 
-def _json_kind(value):
+def _json_kind(value: object) -> str:
     if isinstance(value, bool):
         return "a boolean"
     return {dict: "an object", list: "a list", str: "a string", int: "a number",
             float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _render_detail(detail):
+def _render_detail(detail: object) -> str:
     """A readable one-line account of a FastAPI-style ``detail``."""
     if isinstance(detail, str):
         return detail[:500]
     if isinstance(detail, list):
-        parts = []
+        parts: "List[str]" = []
         for item in detail[:10]:
             if isinstance(item, dict):
                 loc = item.get("loc")
@@ -1334,7 +1418,7 @@ def _render_detail(detail):
     return _short_repr(detail, 500)
 
 
-def _retry_after(headers, now):
+def _retry_after(headers: "Headers", now: float) -> "Optional[float]":
     value = headers.get("retry-after-ms")
     if value is not None:
         try:
@@ -1350,12 +1434,13 @@ def _retry_after(headers, now):
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError, OverflowError):
-            when = None
-        if when is not None:
-            if when.tzinfo is None:
-                import datetime
-                when = when.replace(tzinfo=datetime.timezone.utc)
-            return max(0.0, when.timestamp() - now)
+            pass
+        else:
+            if when is not None:
+                if when.tzinfo is None:
+                    import datetime
+                    when = when.replace(tzinfo=datetime.timezone.utc)
+                return max(0.0, when.timestamp() - now)
     value = headers.get("x-ratelimit-reset")
     if value is not None:
         try:
@@ -1367,7 +1452,7 @@ def _retry_after(headers, now):
     return None
 
 
-def _snippet(data, limit=200):
+def _snippet(data: bytes, limit: int = 200) -> str:
     text = data[:limit * 4].decode("utf-8", "replace")
     import re
     text = re.sub(r"<[^>]{0,200}>", " ", text)
@@ -1375,7 +1460,8 @@ def _snippet(data, limit=200):
     return text[:limit]
 
 
-def _task_payload(prompt, duration, audio_type, project_name, project_description, folder_id):
+def _task_payload(prompt: str, duration: "Optional[float]", audio_type: str, project_name: "Optional[str]",
+                  project_description: "Optional[str]", folder_id: "Optional[int]") -> "Dict[str, object]":
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigurationError("a prompt must be non-empty text")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -1383,7 +1469,7 @@ def _task_payload(prompt, duration, audio_type, project_name, project_descriptio
             MAX_PROMPT_CHARS, len(prompt)))
     if audio_type not in ("sound", "music"):
         raise ConfigurationError("audio_type must be 'sound' or 'music', not %r" % (audio_type,))
-    payload = {"prompt": prompt.strip(), "audio_type": audio_type}
+    payload: "Dict[str, object]" = {"prompt": prompt.strip(), "audio_type": audio_type}
     if duration is not None:
         if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
             raise ConfigurationError("duration must be a positive number of seconds")
@@ -1391,6 +1477,7 @@ def _task_payload(prompt, duration, audio_type, project_name, project_descriptio
             raise ConfigurationError("the API accepts at most %g s for sound (asked for %g s)" % (
                 MAX_SOUND_DURATION, duration))
         payload["duration"] = float(duration)
+    value: object
     for name, value in (("project_name", project_name), ("project_description", project_description),
                         ("folder_id", folder_id)):
         if value is not None:
@@ -1398,14 +1485,14 @@ def _task_payload(prompt, duration, audio_type, project_name, project_descriptio
     return payload
 
 
-def _int_or_none(value):
+def _int_or_none(value: "Optional[str]") -> "Optional[int]":
     try:
         return int(value) if value is not None else None
     except ValueError:
         return None
 
 
-def _content_range(value):
+def _content_range(value: "Optional[str]") -> "Tuple[Optional[int], Optional[int], Optional[int]]":
     """``bytes START-END/TOTAL`` -> (START, END, TOTAL); (None, None, None) when unreadable."""
     try:
         unit, _, rest = (value or "").strip().partition(" ")
@@ -1418,7 +1505,7 @@ def _content_range(value):
         return None, None, None
 
 
-def _validator(answer):
+def _validator(answer: "_Answer") -> "Optional[Tuple[str, str]]":
     """What names this version of the object for ``If-Range``: a strong ETag, else Last-Modified.
 
     None when the storage sent neither (a weak ETag cannot be used with ``If-Range``).
@@ -1430,7 +1517,7 @@ def _validator(answer):
     return ("Last-Modified", modified) if modified else None
 
 
-def _logger():
+def _logger() -> "_LazyLog":
     return _LAZY_LOG
 
 
@@ -1439,43 +1526,44 @@ class _LazyLog:
     go out only when ``logging`` is already imported: otherwise nobody can have given them a handler
     (``-v`` imports it).  Warnings and errors always do (Python's last-resort handler prints them)."""
 
-    def _get(self, always=False):
-        logging = sys.modules.get("logging")
-        if logging is None and always:
-            import logging
-        return None if logging is None else logging.getLogger(__name__)
+    def _get(self, always: bool = False) -> "Optional[logging.Logger]":
+        if sys.modules.get("logging") is None and not always:
+            return None
+        import logging
+        return logging.getLogger(__name__)
 
-    def isEnabledFor(self, level):
+    def isEnabledFor(self, level: int) -> bool:
         log = self._get(level >= 30)
         return log is not None and log.isEnabledFor(level)
 
-    def log(self, level, msg, *args):
+    def log(self, level: int, msg: str, *args: object) -> None:
         log = self._get(level >= 30)
         if log is not None:
             log.log(level, msg, *args)
 
-    def debug(self, msg, *args):
+    def debug(self, msg: str, *args: object) -> None:
         self.log(10, msg, *args)
 
-    def info(self, msg, *args):
+    def info(self, msg: str, *args: object) -> None:
         self.log(20, msg, *args)
 
-    def warning(self, msg, *args):
+    def warning(self, msg: str, *args: object) -> None:
         self.log(30, msg, *args)
 
-    def error(self, msg, *args):
+    def error(self, msg: str, *args: object) -> None:
         self.log(40, msg, *args)
 
 
 _LAZY_LOG = _LazyLog()
 
 
-def _random():
+def _random() -> float:
     import random
     return random.random()
 
 
-def _json():
+def _json() -> "types.ModuleType":
+
     import json  # not at module level: it pulls in `re`, which dominates import time
     return json
 
