@@ -2785,8 +2785,8 @@ def _generate_job(client: "Client", prompts: "Iterable[str]", out_dir: "str", du
         raise ConfigurationError("no prompts given")
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
         raise ConfigurationError("workers must be a whole number from 1 to 64")
-    payloads = [_task_payload(p, duration, audio_type, project_name, project_description, folder_id)
-                for p in prompts]
+    payloads: "List[Dict[str, Any]]" = [
+        _task_payload(p, duration, audio_type, project_name, project_description, folder_id) for p in prompts]
     keys = prompt_keys([p["prompt"] for p in payloads], duration, audio_type)
     return _Generate(client, payloads, keys, out_dir, workers, float(wait or 0), resubmit,
                      on_outcome, on_status)
@@ -3061,6 +3061,7 @@ class _Generate:
             return self._poll_later(i, asked, "could not check the task: %s" % exc)
         task = future.result()
         if task.status == "SUCCESS":
+            assert task.run_id is not None  # get_task makes a SUCCESS without a run_id an ERROR
             self.outcomes[i].run_id = task.run_id
             self._record({"event": "task", "key": self.keys[i], "task_id": task.task_id,
                           "task_status": "SUCCESS", "run_id": task.run_id})
@@ -3151,7 +3152,9 @@ class _Generate:
             raise exc
 
     def _poll(self, i: "int") -> "Task":
-        return self.client.get_task(self.outcomes[i].task_id)
+        task_id = self.outcomes[i].task_id
+        assert task_id is not None  # only a prompt with a task is polled
+        return self.client.get_task(task_id)
 
     def _resolve(self, chunk: "List[int]") -> "Dict[int, RunResult]":
         if self.cancel.is_set():
@@ -3631,8 +3634,8 @@ def _cmd_urls(args: "argparse.Namespace", console: "_Console", stdin: "TextIO") 
     console.stdout.flush()
     _say_unreachable(console, client, rows)
     counts: "Dict[str, int]" = {}
-    for r in rows:
-        counts[r.status] = counts.get(r.status, 0) + 1
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
     summary = ", ".join("%d %s" % (counts[k], k) for k in (READY, PENDING, FAILED, MISSING) if k in counts)
     console.say("%s (%s in %.1f s)" % (summary, _plural(len(rows), "run"), time.monotonic() - started))
     return EXIT_OK if all(results[rid].ready for rid in run_ids) else EXIT_INCOMPLETE
@@ -3706,7 +3709,7 @@ def _cmd_generate(args: "argparse.Namespace", console: "_Console", stdin: "TextI
         try:
             outcomes = job.run()
         except FetchInterrupted as exc:
-            _print_prompts(console, exc.outcomes, shown)
+            _print_prompts(console, [o for o in exc.outcomes if isinstance(o, PromptOutcome)], shown)  # all are
             console.problem("interrupted; every created task is in the manifest: run the same command again")
             return EXIT_INTERRUPTED
         finally:
