@@ -62,13 +62,14 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    import http.client
     import logging
     import queue
     import ssl
     import types
     from concurrent.futures import Future, ThreadPoolExecutor
-    from typing import (Any, AnyStr, BinaryIO, Callable, Dict, Final, FrozenSet, IO, Iterable, Iterator, List,
-                        Literal, Mapping, NoReturn, Optional, Protocol, Sequence, Set, TextIO, Tuple, Type,
+    from typing import (Any, AnyStr, BinaryIO, Callable, Deque, Dict, Final, FrozenSet, IO, Iterable, Iterator,
+                        List, Literal, Mapping, NoReturn, Optional, Protocol, Sequence, Set, TextIO, Tuple, Type,
                         TypeVar, Union)
 
     T = TypeVar("T")
@@ -98,6 +99,8 @@ if TYPE_CHECKING:
     Sleep = Callable[[float], None]
     Clock = Callable[[], float]
     Rand = Callable[[], float]
+    #: (scheme, host, port) of a URL, as the connection pools key them.
+    Origin = Tuple[str, str, int]
 
     class Headers(Protocol):
         """Response headers (``http.client.HTTPMessage``, or a dict in tests): looked up by name."""
@@ -1572,7 +1575,7 @@ def _json() -> "types.ModuleType":
 # The HTTP layer: keep-alive pools per origin, redirects that keep the key home
 # ---------------------------------------------------------------------------
 
-def _is_loopback(host):
+def _is_loopback(host: "Optional[str]") -> bool:
     """``localhost``, 127.0.0.0/8 or ::1, judged from the name alone (no DNS: an answer looked up
     now need not be the address connected to later).  ``*.localhost`` names are not trusted."""
     host = (host or "").lower().strip("[]")
@@ -1585,7 +1588,7 @@ def _is_loopback(host):
         return False
 
 
-def _check_base_url(url):
+def _check_base_url(url: object) -> str:
     from urllib.parse import urlsplit
     text = str(url).strip().rstrip("/")
     try:
@@ -1605,7 +1608,7 @@ def _check_base_url(url):
     return text
 
 
-def _origin(url):
+def _origin(url: str) -> "Tuple[Origin, str]":
     """``((scheme, host, port), target)`` for a URL, ready for the wire: an IDN host becomes its ASCII
     (IDNA) form, and every byte of path and query outside printable ASCII is percent-encoded (UTF-8)."""
     import re
@@ -1628,7 +1631,7 @@ def _origin(url):
     return (scheme, host.lower(), port or (443 if scheme == "https" else 80)), target
 
 
-def _origin_text(origin):
+def _origin_text(origin: "Origin") -> str:
     scheme, host, port = origin
     return "%s://%s:%d" % (scheme, "[%s]" % host if ":" in host else host, port)
 
@@ -1639,20 +1642,22 @@ class _Answer:
     # Every text of an answer that the rest of the module sees (reason phrase, headers, bodies read
     # whole) leaves here redacted; audio bodies (readinto) are bytes nobody prints.
 
-    def __init__(self, pool, origin, conn, response, url):
-        self._pool, self._origin, self._conn, self.response = pool, origin, conn, response
+    def __init__(self, pool: "_Pool", origin: "Origin", conn: "http.client.HTTPConnection",
+                 response: "http.client.HTTPResponse", url: str) -> None:
+        self._pool, self._origin, self.response = pool, origin, response
+        self._conn: "Optional[http.client.HTTPConnection]" = conn
         self._redact = pool._client._redact
         self.url = url
-        self.status = response.status
-        self.reason = self._redact(response.reason or "")
-        self.headers = response.headers if hasattr(response, "headers") else response.msg
+        self.status: int = response.status
+        self.reason: str = self._redact(response.reason or "")
+        self.headers: "http.client.HTTPMessage" = response.headers if hasattr(response, "headers") else response.msg
         self._done = False
 
-    def header(self, name):
+    def header(self, name: str) -> "Optional[str]":
         value = self.headers.get(name)
         return self._redact(value) if value else value
 
-    def read1(self, limit):
+    def read1(self, limit: int) -> bytes:
         """What has arrived, up to ``limit`` bytes, with at most one read from the socket."""
         try:
             data = self.response.read1(limit)
@@ -1662,14 +1667,14 @@ class _Answer:
             self.response.close()  # as readinto does at the end: the connection may carry the next request
         return data
 
-    def read_some(self, limit):
+    def read_some(self, limit: int) -> bytes:
         """Up to ``limit`` bytes of an error body; b"" when even that fails."""
         try:
             return self._redact(self.response.read(limit))
         except (OSError, ValueError, _http_errors()):
             return b""
 
-    def read_all(self, limit):
+    def read_all(self, limit: int) -> bytes:
         try:
             data = self.response.read(limit + 1)
         except ValueError as exc:
@@ -1683,17 +1688,18 @@ class _Answer:
         self._done = True
         return self._redact(data)
 
-    def finished(self):
+    def finished(self) -> None:
         """Mark the body as read to its end, so the connection may be reused."""
         self._done = True
 
-    def __enter__(self):
+    def __enter__(self) -> "_Answer":
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: "Optional[Type[BaseException]]", exc: "Optional[BaseException]",
+                 tb: object) -> None:
         self.close(reuse=exc_type is None and self._done)
 
-    def close(self, reuse=False):
+    def close(self, reuse: bool = False) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             keep = reuse and not getattr(self.response, "will_close", False)
@@ -1703,14 +1709,14 @@ class _Answer:
 class _Pool:
     """Idle kept-alive connections per origin, shared by threads."""
 
-    def __init__(self, client):
+    def __init__(self, client: "Client") -> None:
         self._client = client
-        self._idle = {}
-        self._busy = set()
+        self._idle: "Dict[Origin, List[http.client.HTTPConnection]]" = {}
+        self._busy: "Set[http.client.HTTPConnection]" = set()
         self._lock = threading.Lock()
-        self.opened = {}
+        self.opened: "Dict[str, int]" = {}
 
-    def _connect(self, origin):
+    def _connect(self, origin: "Origin") -> "http.client.HTTPConnection":
         import http.client
         scheme, host, port = origin
         timeout = self._client.timeout
@@ -1721,7 +1727,8 @@ class _Pool:
                     self._client._ssl_context = ssl.create_default_context()
                 context = self._client._ssl_context
             # Looked up at call time so that vcrpy's patched classes are used.
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+            conn: "http.client.HTTPConnection" = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=context)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
         conn.response_class = _final_response_class()
@@ -1730,7 +1737,7 @@ class _Pool:
             self.opened[key] = self.opened.get(key, 0) + 1
         return conn
 
-    def _take(self, origin):
+    def _take(self, origin: "Origin") -> "Tuple[http.client.HTTPConnection, bool]":
         with self._lock:
             idle = self._idle.get(origin)
             conn = idle.pop() if idle else None
@@ -1738,7 +1745,7 @@ class _Pool:
             return self._connect(origin), False
         return conn, True
 
-    def give_back(self, origin, conn, reuse):
+    def give_back(self, origin: "Origin", conn: "http.client.HTTPConnection", reuse: bool) -> None:
         with self._lock:
             self._busy.discard(conn)
             if reuse:
@@ -1746,14 +1753,14 @@ class _Pool:
                 return
         conn.close()
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:
                 conn.close()
 
-    def abort(self):
+    def abort(self) -> None:
         import socket
         with self._lock:
             busy = list(self._busy)
@@ -1765,7 +1772,8 @@ class _Pool:
             except (OSError, AttributeError):
                 pass
 
-    def _send(self, method, url, headers, body, once=False):
+    def _send(self, method: str, url: str, headers: "Mapping[str, str]", body: "Optional[bytes]",
+              once: bool = False) -> "_Answer":
         import http.client
         import ssl
         origin, target = _origin(url)
@@ -1798,7 +1806,8 @@ class _Pool:
             return _Answer(self, origin, conn, response, url)
         raise AssertionError("unreachable")
 
-    def request(self, method, url, headers, body=None, once=False):
+    def request(self, method: str, url: str, headers: "Mapping[str, str]", body: "Optional[bytes]" = None,
+                once: bool = False) -> "_Answer":
         """Send, following redirects; secret headers are dropped when the origin changes.
 
         ``once``: the request must never be sent twice (see ONCE_ONLY and ``_may_send_again``).
@@ -1858,17 +1867,23 @@ class _Pool:
         return new_url
 
 
-_FINAL_RESPONSE = []
+_FINAL_RESPONSE: "List[Type[http.client.HTTPResponse]]" = []
 
 
-def _final_response_class() -> "Type[Any]":
+def _final_response_class() -> "Type[http.client.HTTPResponse]":
     """http.client's response class, reading past interim answers (``102 Processing``, ``103 Early Hints``):
     http.client itself skips only ``100 Continue`` and would return the 103 as the answer, leaving the real
     one unread on a kept-alive connection, for the next request to take as its own."""
     if not _FINAL_RESPONSE:
         import http.client
 
-        class _FinalResponse(http.client.HTTPResponse):
+        if TYPE_CHECKING:  # for the checker: the private method overridden here (not in http.client's stubs)
+            class _Response(http.client.HTTPResponse):
+                def _read_status(self) -> "Tuple[str, int, str]": ...
+        else:
+            _Response = http.client.HTTPResponse
+
+        class _FinalResponse(_Response):
             def _read_status(self) -> "Tuple[str, int, str]":
                 for _interim in range(MAX_INTERIM):
                     version, status, reason = super()._read_status()
@@ -1888,13 +1903,13 @@ def _final_response_class() -> "Type[Any]":
     return _FINAL_RESPONSE[0]
 
 
-def _may_send_again(once, sent):
+def _may_send_again(once: bool, sent: bool) -> bool:
     """THE retry rule: a request may go out again unless it is once-only (ONCE_ONLY) and a byte of it
     may already have reached the server.  Only a failure to connect proves it did not."""
     return not (once and sent)
 
 
-def _cause(error, method, url):
+def _cause(error: BaseException, method: str, url: str) -> str:
     """What a failed call met, without the method and URL its message starts with."""
     text = str(error)
     prefix = "%s %s: " % (method, redact_url(url))
@@ -1910,17 +1925,17 @@ class _CallWindow:
     window-full of answers, up to ``limit``.  ``clock`` and ``sleep`` are the Client's seams.
     """
 
-    def __init__(self, limit, clock, sleep):
+    def __init__(self, limit: int, clock: "Clock", sleep: "Sleep") -> None:
         self.limit = limit
         self.size = float(limit)
         self.active = 0
         self.answers = 0  # answered calls so far: tells "the API is down" from "this call was unlucky"
-        self.resume_at = None
+        self.resume_at: "Optional[float]" = None
         self._round = 0
         self._cond = threading.Condition()
         self._clock, self._sleep = clock, sleep
 
-    def acquire(self):
+    def acquire(self) -> int:
         """Wait for a free slot (and for any pause to end); returns a ticket for ``release``."""
         while True:
             with self._cond:
@@ -1934,7 +1949,7 @@ class _CallWindow:
                     continue
             self._sleep(wait)
 
-    def release(self, ticket, answered, shrink=False, pause=None):
+    def release(self, ticket: int, answered: bool, shrink: bool = False, pause: "Optional[float]" = None) -> None:
         with self._cond:
             self.active -= 1
             if answered:
@@ -1951,7 +1966,7 @@ class _CallWindow:
             self._cond.notify_all()
 
 
-def _exc_text(exc):
+def _exc_text(exc: BaseException) -> str:
     import socket
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "timed out"
@@ -1959,25 +1974,26 @@ def _exc_text(exc):
     return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
 
 
-def _tls_rejected(exc):
+def _tls_rejected(exc: BaseException) -> bool:
     """The server's certificate failed verification: ssl.CertificateError on 3.7+, a plain SSLError on 3.6."""
     import ssl
     return isinstance(exc, ssl.CertificateError) or getattr(exc, "reason", None) == "CERTIFICATE_VERIFY_FAILED"
 
 
-def _os_error_text(exc):
+def _os_error_text(exc: OSError) -> str:
     """``No space left on device (ENOSPC)``: the words and the errno name a search finds."""
     import errno
-    name = errno.errorcode.get(exc.errno) if isinstance(getattr(exc, "errno", None), int) else None
+    code = getattr(exc, "errno", None)
+    name = errno.errorcode.get(code) if isinstance(code, int) else None
     words = exc.strerror or str(exc) or type(exc).__name__
     return "%s (%s)" % (words, name) if name else words
 
 
-def _plural(n, noun):
+def _plural(n: int, noun: str) -> str:
     return "%d %s%s" % (n, noun, "" if n == 1 else "s")
 
 
-def _http_errors():
+def _http_errors() -> "Type[http.client.HTTPException]":
     import http.client
     return http.client.HTTPException
 
@@ -1989,7 +2005,7 @@ def _http_errors():
 class _Refused(Exception):
     """The storage refused the URL (401/403, or a 400 that speaks of expiry): a fresh URL may help."""
 
-    def __init__(self, text, expired):
+    def __init__(self, text: str, expired: bool) -> None:
         Exception.__init__(self, text)
         self.expired = expired
 
@@ -1999,13 +2015,18 @@ class _Retry(Exception):
 
 
 class _Download:
-    def __init__(self, client, rid, out_dir, url, progress, cancel):
+    def __init__(self, client: "Client", rid: int, out_dir: str, url: str,
+                 progress: "Optional[Progress]", cancel: "Optional[threading.Event]") -> None:
         self.client, self.rid, self.out_dir, self.url = client, rid, out_dir, url
         self.progress = progress
         self.cancel = cancel
-        self.total = self.validator = self.ext = None  # what the storage said of the object, kept across tries
+        # What the storage said of the object, kept across tries: its length, (header, value) naming
+        # this version of it, and the extension its first bytes call for.
+        self.total: "Optional[int]" = None
+        self.validator: "Optional[Tuple[str, str]]" = None
+        self.ext: "Optional[str]" = None
 
-    def run(self):
+    def run(self) -> "Tuple[str, int]":
         """Download, fsync, name, fsync the folder: one run on its own (``Client.download``)."""
         staged = self.stage()
         try:
@@ -2015,7 +2036,7 @@ class _Download:
         _sync_folder(self.out_dir)
         return path, staged.size
 
-    def stage(self):
+    def stage(self) -> "_Staged":
         """The whole body, checked, in a temp file beside the destination: a ``_Staged`` to publish."""
         tmp_path = os.path.join(self.out_dir, ".%d.%d-%s.part" % (self.rid, os.getpid(), os.urandom(4).hex()))
         try:
@@ -2035,7 +2056,7 @@ class _Download:
                                     run_id=self.rid) from None
             raise
 
-    def _transfer(self, writer):
+    def _transfer(self, writer: "_Writer") -> "Tuple[str, int]":
         """Get the whole body into ``writer``; returns (extension, size)."""
         client = self.client
         attempt = refreshes = 0
@@ -2043,8 +2064,7 @@ class _Download:
             if self.cancel is not None and self.cancel.is_set():
                 raise DownloadError("interrupted", run_id=self.rid)
             try:
-                self._attempt(writer)
-                return self.ext, writer.size
+                return self._attempt(writer), writer.size
             except _Refused as exc:
                 why = ("the download URL expired (%s)" if exc.expired else
                        "the storage refused the download URL (%s; it does not say the URL expired)") % exc
@@ -2067,14 +2087,15 @@ class _Download:
             client._log.info("run %d: %s; retry %d in %.1f s", self.rid, last_error, attempt, wait)
             client._sleep(wait)
 
-    def _attempt(self, writer):
+    def _attempt(self, writer: "_Writer") -> str:
         """One GET: from the start, or from ``writer.size`` when the object's length and validator are known."""
         import http.client
         headers = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "identity"}
-        resume = writer.size > 0 and self.total is not None and self.validator is not None
-        if resume:
+        validator = self.validator if writer.size > 0 and self.total is not None else None
+        resume = validator is not None
+        if validator is not None:
             headers["Range"] = "bytes=%d-" % writer.size
-            headers["If-Range"] = self.validator[1]
+            headers["If-Range"] = validator[1]
         elif writer.size:
             writer.restart()  # no validator: appending could splice two versions of the object
         with self.client._pool.request("GET", self.url, headers) as answer:
@@ -2103,14 +2124,15 @@ class _Download:
                 raise DownloadError("run %d: HTTP %d %s from storage: %s" % (
                     self.rid, status, answer.reason, _snippet(answer.read_some(8192), 120)), run_id=self.rid)
             try:
-                self.ext = self._stream(answer, writer, self.ext, self.total)
+                ext = self.ext = self._stream(answer, writer, self.ext, self.total)
             except (OSError, http.client.HTTPException) as exc:
                 if isinstance(exc, DownloadError) or (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS):
                     raise
                 raise _Retry("transfer broke after %d bytes: %s" % (writer.size, _exc_text(exc))) from None
             answer.finished()
+        return ext
 
-    def _resume_problem(self, answer, writer):
+    def _resume_problem(self, answer: "_Answer", writer: "_Writer") -> "Optional[str]":
         """Why the answer to a range request cannot be appended to what we have, or None when it can.
 
         The storage's word is not taken for it (some ignore ``If-Range``): the 206 must name the
@@ -2118,8 +2140,9 @@ class _Download:
         """
         if answer.status == 416:
             return "HTTP 416 for bytes %d-" % writer.size
+        assert self.total is not None and self.validator is not None  # asked for a range: both are known
         start, end, total = _content_range(answer.header("content-range"))
-        if start is None:
+        if start is None or end is None or total is None:  # all three or none
             return "a 206 without a readable Content-Range"
         if (start, end, total) != (writer.size, self.total - 1, self.total):
             return "a 206 for bytes %d-%d/%d instead of %d-%d/%d" % (
@@ -2128,12 +2151,12 @@ class _Download:
             return "the object changed while resuming (its %s differs)" % self.validator[0]
         return None
 
-    def _forget(self, writer):
+    def _forget(self, writer: "_Writer") -> None:
         """Drop the partial body and what the storage said of the object: the next try starts over."""
         writer.restart()
         self.total = self.validator = self.ext = None
 
-    def _stream(self, answer, writer, ext, expected):
+    def _stream(self, answer: "_Answer", writer: "_Writer", ext: "Optional[str]", expected: "Optional[int]") -> str:
         cancel = self.cancel
         progress = self.progress
         clock = self.client._clock
@@ -2177,7 +2200,7 @@ class _Download:
                 writer.size, writer.head_at + declared))
         return ext
 
-    def _check_head(self, writer):
+    def _check_head(self, writer: "_Writer") -> str:
         """The extension for what ``writer`` holds, once its name is known to be free; else DownloadError."""
         head = writer.head
         ext = sniff_audio(head)
@@ -2217,15 +2240,16 @@ class _Writer:
     HEAD = 4096  # enough to recognise audio (two MPEG frames), find a WAV's data chunk, name a non-audio body
     WRITEBACK_STEP = 8 * 1024 * 1024
 
-    def __init__(self, fileobj):
+    def __init__(self, fileobj: "BinaryIO") -> None:
         self.file = fileobj
         self.size = 0
         self.head = b""
         self.head_at = 0
         self._flushed = 0
-        self._advise = getattr(os, "posix_fadvise", None) if hasattr(os, "POSIX_FADV_DONTNEED") else None
+        self._advise: "Optional[Callable[[int, int, int, int], None]]" = (
+            getattr(os, "posix_fadvise", None) if hasattr(os, "POSIX_FADV_DONTNEED") else None)
 
-    def write(self, data):
+    def write(self, data: "BytesLike") -> None:
         if len(self.head) < self.HEAD:
             self._keep_head(data)
         view = memoryview(data)
@@ -2242,7 +2266,7 @@ class _Writer:
                 self._advise = None  # not on this file system: the final fsync does it all
             self._flushed = self.size
 
-    def _keep_head(self, data):
+    def _keep_head(self, data: "BytesLike") -> None:
         while len(self.head) < self.HEAD:
             start = self.head_at + len(self.head) - self.size  # where the head goes on, in ``data``
             if start >= len(data):
@@ -2254,24 +2278,24 @@ class _Writer:
             self.head_at += tag
             self.head = self.head[tag:]
 
-    def head_ready(self):
+    def head_ready(self) -> bool:
         return len(self.head) >= self.HEAD
 
-    def restart(self):
+    def restart(self) -> None:
         self.file.seek(0)
         self.file.truncate()
         self.size = self._flushed = self.head_at = 0
         self.head = b""
 
-    def commit(self):
+    def commit(self) -> None:
         self.file.flush()
         os.fsync(self.file.fileno())
 
-    def close(self):
+    def close(self) -> None:
         self.file.close()
 
 
-def _sweep_stale_parts(out_dir):
+def _sweep_stale_parts(out_dir: str) -> None:
     """Remove temp files left by a run that was killed (its process is gone); POSIX only."""
     if os.name != "posix" or not hasattr(os, "kill"):
         return
@@ -2297,7 +2321,7 @@ def _sweep_stale_parts(out_dir):
             pass
 
 
-def _in_the_way(path):
+def _in_the_way(path: str) -> "Optional[str]":
     """Why what is at ``path`` blocks saving there (a folder, a dangling link...); None for nothing or a file."""
     if os.path.isfile(path) or not os.path.lexists(path):
         return None
@@ -2309,7 +2333,7 @@ def _in_the_way(path):
     return "it is not a regular file"
 
 
-def _name_taken(path):
+def _name_taken(path: str) -> "NoReturn":
     """Raise for a final name that is taken: FileExistsError for a file (the run is saved), else DownloadError."""
     why = _in_the_way(path)
     if why:
@@ -2317,7 +2341,7 @@ def _name_taken(path):
     raise FileExistsError(17, "already saved", path) from None
 
 
-def _byte_at(fd, offset):
+def _byte_at(fd: int, offset: int) -> bytes:
     """One byte of an open file (os.pread is POSIX-only; elsewhere seek and read, the fd being ours alone)."""
     if hasattr(os, "pread"):
         return os.pread(fd, 1, offset)
@@ -2325,7 +2349,7 @@ def _byte_at(fd, offset):
     return os.read(fd, 1)
 
 
-def _publish(tmp_path, path):
+def _publish(tmp_path: str, path: str) -> None:
     """Give the finished temp file its final name, never replacing an existing file (or link, or folder)."""
     try:
         if not hasattr(os, "link"):
@@ -2340,7 +2364,7 @@ def _publish(tmp_path, path):
         os.replace(tmp_path, path)
 
 
-def _sync_folder(folder):
+def _sync_folder(folder: str) -> None:
     """fsync a folder, so the names given in it are on disk (one call covers every name given so far)."""
     try:
         dir_fd = os.open(folder or ".", os.O_RDONLY)
@@ -2359,11 +2383,12 @@ class _Staged:
     then ``discard`` the temp name.  Naming is durable once the folder is fsynced (``_sync_folder``),
     which ``fetch`` does once for every group of files named together."""
 
-    def __init__(self, rid, out_dir, tmp_path, writer):
+    def __init__(self, rid: int, out_dir: str, tmp_path: str, writer: "_Writer") -> None:
         self.rid, self.out_dir, self.tmp_path, self.writer = rid, out_dir, tmp_path, writer
-        self.ext = self.size = None
+        self.ext = ""  # both set by _Download.stage before anyone publishes
+        self.size = 0
 
-    def publish(self):
+    def publish(self) -> str:
         path = os.path.join(self.out_dir, "%d%s" % (self.rid, self.ext))
         try:
             self.writer.commit()
@@ -2375,7 +2400,7 @@ class _Staged:
                                 run_id=self.rid) from None
         return path
 
-    def discard(self):
+    def discard(self) -> None:
         self.writer.close()
         try:
             os.unlink(self.tmp_path)
@@ -2399,15 +2424,15 @@ class _InterruptFlag:
     longer break off anything.  ``ignore_after``: leave SIGINT/SIGTERM ignored on exit (the CLI, whose
     process only prints and exits then), instead of restoring Python's default handler."""
 
-    _stack = []
+    _stack: "List[_InterruptFlag]" = []
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.raised = False
         self.sleeping = False
         self.ignore_after = False
-        self._saved = []
+        self._saved: "List[int]" = []
 
-    def __enter__(self):
+    def __enter__(self) -> "_InterruptFlag":
         import signal
         if not _InterruptFlag._stack and threading.current_thread() is threading.main_thread():
             for name in ("SIGINT", "SIGTERM"):
@@ -2421,7 +2446,7 @@ class _InterruptFlag:
         return self
 
     @staticmethod
-    def _handle(signum, frame):
+    def _handle(signum: int, frame: object) -> None:
         sleeping = False
         for flag in _InterruptFlag._stack:
             flag.raised = True
@@ -2429,7 +2454,7 @@ class _InterruptFlag:
         if sleeping:
             raise KeyboardInterrupt
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         import signal
         if self in _InterruptFlag._stack:
             _InterruptFlag._stack.remove(self)
@@ -2440,16 +2465,16 @@ class _InterruptFlag:
 class _Inbox:
     """The completion queue: crews put what they finished, the calling thread takes it all at once."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._items = []
+        self._items: "List[Tuple[str, Any, Any, Optional[BaseException]]]" = []
 
-    def put(self, item):
+    def put(self, item: "Tuple[str, Any, Any, Optional[BaseException]]") -> None:
         with self._cond:
             self._items.append(item)
             self._cond.notify()
 
-    def take(self, timeout):
+    def take(self, timeout: float) -> "List[Tuple[str, Any, Any, Optional[BaseException]]]":
         with self._cond:
             if not self._items and timeout > 0:
                 self._cond.wait(timeout)
@@ -2462,16 +2487,17 @@ class _Crew:
     or ``work(items)`` for all queued at once (``batch``), and put ``(kind, item, result, error)`` in
     the inbox.  No futures: the cost of an item does not depend on how many others there are."""
 
-    def __init__(self, kind, size, work, inbox, batch=False):
+    def __init__(self, kind: str, size: int, work: "Callable[[Any], Any]", inbox: "_Inbox",
+                 batch: bool = False) -> None:
         self.kind, self.size, self.work, self.inbox, self.batch = kind, size, work, inbox, batch
-        self._queue = []
+        self._queue: "List[Any]" = []
         self._head = 0
         self._cond = threading.Condition(threading.Lock())
-        self._threads = []
+        self._threads: "List[threading.Thread]" = []
         self._idle = 0
         self._closed = False
 
-    def put(self, item):
+    def put(self, item: "Any") -> None:
         with self._cond:
             self._queue.append(item)
             if self._idle:
@@ -2483,7 +2509,7 @@ class _Crew:
             self._threads.append(thread)
         thread.start()
 
-    def _next(self):
+    def _next(self) -> "Optional[List[Any]]":
         with self._cond:
             while self._head >= len(self._queue) and not self._closed:
                 self._idle += 1
@@ -2502,7 +2528,7 @@ class _Crew:
                 self._head = 0
             return [item]
 
-    def _serve(self):
+    def _serve(self) -> None:
         while True:
             got = self._next()
             if got is None:
@@ -2514,7 +2540,7 @@ class _Crew:
                 result, error = None, exc
             self.inbox.put((self.kind, item, result, error))
 
-    def close(self, drop=False):
+    def close(self, drop: bool = False) -> "List[Any]":
         """No more work: threads end when the queue is empty (at once with ``drop``); returns what was dropped."""
         with self._cond:
             self._closed = True
@@ -2525,12 +2551,12 @@ class _Crew:
             self._cond.notify_all()
         return dropped
 
-    def join(self):
+    def join(self) -> None:
         for thread in self._threads:
             thread.join()
 
 
-def _download_failure(out_dir, rid, exc):
+def _download_failure(out_dir: str, rid: int, exc: "Union[SoundBulkError, OSError]") -> "FetchOutcome":
     """The outcome of a download that raised ``exc``: a name already taken by a file is ``skipped``."""
     if isinstance(exc, FileExistsError):
         path = exc.filename or saved_path(out_dir, rid)
@@ -2540,7 +2566,7 @@ def _download_failure(out_dir, rid, exc):
     return FetchOutcome(rid, "error", error="run %d: %s" % (rid, _os_error_text(exc)))
 
 
-def _transfer_threads(workers):
+def _transfer_threads(workers: "Optional[int]") -> int:
     """Transfer threads for ``workers``: as given, or by default 4 per CPU, from 4 up to DEFAULT_WORKERS
     (on 2 cores, more threads of big files only fight over the GIL; small files are latency-bound
     and fine with 8)."""
@@ -2561,17 +2587,23 @@ class _Fetch:
     so memory grows with the window, not the batch, and presigned URLs are used soon after they are
     issued.  Runs not ready wait in a list and are asked for again in rounds with growing pauses."""
 
-    def __init__(self, client, ids, out_dir, workers, wait, progress, on_outcome, cancel, on_wait=None):
+    def __init__(self, client: "Client", ids: "List[int]", out_dir: str, workers: "Optional[int]", wait: float,
+                 progress: "Optional[Progress]", on_outcome: "Optional[OnFetchOutcome]",
+                 cancel: "Optional[threading.Event]",
+                 on_wait: "Optional[OnWait]" = None) -> None:
         self.client, self.ids, self.out_dir = client, ids, out_dir
         self.wait = wait
         self.progress, self.on_outcome, self.on_wait = progress, on_outcome, on_wait
         self.cancel = cancel if cancel is not None else threading.Event()
-        self.outcomes = {}
+        self.outcomes: "Dict[int, FetchOutcome]" = {}
         self.flying = 0  # runs sent to be resolved and not settled (nor back to waiting) yet
-        self.waiting = []  # run IDs not ready, to ask for again at next_poll
-        self.again = collections.deque()  # run IDs whose round of asking has come
+        self.waiting: "List[int]" = []  # run IDs not ready, to ask for again at next_poll
+        self.again: "Deque[int]" = collections.deque()  # run IDs whose round of asking has come
         self.polls = 0
-        self.next_poll = None
+        self.next_poll = 0.0  # set when the first run starts waiting (read only while some wait)
+        self.deadline = 0.0  # set when the loop starts
+        self.stems: "Set[str]" = set()
+        self.todo: "Iterator[int]" = iter(())
         self.interrupt = _InterruptFlag()
         self.inbox = _Inbox()
         transfers = _transfer_threads(workers)
@@ -2581,17 +2613,17 @@ class _Fetch:
                       _Crew("transfer", transfers, self._transfer, self.inbox),
                       _Crew("commit", 1, self._commit, self.inbox, batch=True)]
 
-    def _settle(self, outcome, flying=True):
+    def _settle(self, outcome: "FetchOutcome", flying: bool = True) -> None:
         self.outcomes[outcome.run_id] = outcome
         if flying:
             self.flying -= 1
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 
-    def ordered(self):
+    def ordered(self) -> "List[FetchOutcome]":
         return [self.outcomes.get(rid) or FetchOutcome(rid, "error", error="interrupted") for rid in self.ids]
 
-    def run(self):
+    def run(self) -> "List[FetchOutcome]":
         try:
             os.makedirs(self.out_dir, exist_ok=True)
         except OSError as exc:
@@ -2617,7 +2649,7 @@ class _Fetch:
             self._stop(cancel=False)
         return self.ordered()
 
-    def _loop(self):
+    def _loop(self) -> None:
         clock = self.client._clock
         self.deadline = clock() + self.wait
         resolvers = self.crews[0]
@@ -2643,8 +2675,8 @@ class _Fetch:
             for event in self.inbox.take(timeout):
                 self._handle(*event)
 
-    def _next_chunk(self):
-        chunk = []
+    def _next_chunk(self) -> "List[int]":
+        chunk: "List[int]" = []
         while len(chunk) < MAX_RUN_IDS:
             if self.again:
                 chunk.append(self.again.popleft())
@@ -2659,7 +2691,7 @@ class _Fetch:
                 chunk.append(rid)
         return chunk
 
-    def _pause(self, seconds):
+    def _pause(self, seconds: float) -> None:
         """Sleep until the next round (through the client's seam); Ctrl-C here raises at once.
         With ``on_wait`` the pause is cut into seconds, each announced."""
         clock = self.client._clock
@@ -2680,7 +2712,7 @@ class _Fetch:
         finally:
             self.interrupt.sleeping = False
 
-    def _handle(self, kind, item, result, error):
+    def _handle(self, kind: str, item: "Any", result: "Any", error: "Optional[BaseException]") -> None:
         if error is not None and not (kind == "transfer" and isinstance(error, (SoundBulkError, OSError))
                                       and not isinstance(error, AuthenticationError)):
             raise error  # AuthenticationError (every call would fail), or a bug: not hidden
@@ -2688,7 +2720,7 @@ class _Fetch:
             for rid in item:
                 self._resolved(result[rid])
         elif kind == "transfer":
-            if error is not None:
+            if isinstance(error, (SoundBulkError, OSError)):  # not None: the only errors not raised above
                 self._settle(self._failed_download(item.run_id, error))
             else:
                 self.crews[2].put(result)
@@ -2696,7 +2728,7 @@ class _Fetch:
             for outcome in result:
                 self._settle(outcome)
 
-    def _resolved(self, result):
+    def _resolved(self, result: "RunResult") -> None:
         rid = result.run_id
         if result.ready:
             self.crews[1].put(result)
@@ -2714,10 +2746,10 @@ class _Fetch:
             why = "not ready yet" if result.status == PENDING else "the API returned no entry for it"
             self._settle(FetchOutcome(rid, result.status, error=why))
 
-    def _failed_download(self, rid, exc):
+    def _failed_download(self, rid: int, exc: "Union[SoundBulkError, OSError]") -> "FetchOutcome":
         return _download_failure(self.out_dir, rid, exc)
 
-    def _stop(self, cancel):
+    def _stop(self, cancel: bool) -> None:
         """End the crews; with ``cancel``, at once: queued work is dropped, transfers break off, and every
         temp file goes.  What was named before that is still reported ``saved``."""
         resolvers, transfers, committer = self.crews
@@ -2740,15 +2772,16 @@ class _Fetch:
 
     # -- the crews' work (worker threads: they return values, and change nothing here) ------------
 
-    def _resolve(self, chunk):
+    def _resolve(self, chunk: "List[int]") -> "Dict[int, RunResult]":
         if self.cancel.is_set():
             return {rid: RunResult(rid, MISSING, error="interrupted") for rid in chunk}
         return self.client._resolve_chunk(chunk)
 
-    def _transfer(self, result):
+    def _transfer(self, result: "RunResult") -> "_Staged":
+        assert result.url is not None  # a ready run has its URL
         return _Download(self.client, result.run_id, self.out_dir, result.url, self.progress, self.cancel).stage()
 
-    def _commit(self, batch):
+    def _commit(self, batch: "List[_Staged]") -> "List[FetchOutcome]":
         outcomes = []
         named = False
         for staged in batch:
@@ -3165,6 +3198,7 @@ class _Generate:
         """One run from URL to durable file, as an outcome, in one thread; a failure ends as in fetch
         (``_download_failure``: one rule for how a download ends)."""
         rid = result.run_id
+        assert result.url is not None  # a ready run has its URL
         try:
             path, size = _Download(self.client, rid, self.out_dir, result.url, None, self.cancel).run()
             return FetchOutcome(rid, "saved", path, size)
