@@ -1527,7 +1527,8 @@ def _logger() -> "_LazyLog":
 class _LazyLog:
     """The module's logger, without importing ``logging`` (~5 ms) on every run.  Debug and info records
     go out only when ``logging`` is already imported: otherwise nobody can have given them a handler
-    (``-v`` imports it).  Warnings and errors always do (Python's last-resort handler prints them)."""
+    (``-v`` imports it).  Warnings and errors always do: where nobody gave them a handler, to stderr
+    through ``_terminal_safe`` (as Python's last-resort handler would, but safe)."""
 
     def _get(self, always: bool = False) -> "Optional[logging.Logger]":
         if sys.modules.get("logging") is None and not always:
@@ -1541,8 +1542,16 @@ class _LazyLog:
 
     def log(self, level: int, msg: str, *args: object) -> None:
         log = self._get(level >= 30)
-        if log is not None:
-            log.log(level, msg, *args)
+        if log is None:
+            return
+        last_resort = sys.modules["logging"].lastResort
+        if level >= 30 and last_resort is not None and not log.hasHandlers():
+            # Nobody gave it a handler: Python's last resort would print the message as it is, server text
+            # and all (a task ID with a newline forges a line).  The same line, through the one sanitiser.
+            if log.isEnabledFor(level) and level >= last_resort.level:
+                sys.stderr.write(_terminal_safe(msg % args if args else msg) + "\n")
+            return
+        log.log(level, msg, *args)
 
     def debug(self, msg: str, *args: object) -> None:
         self.log(10, msg, *args)

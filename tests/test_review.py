@@ -3,6 +3,7 @@ README promise on main before its fix.  Servers are ``test_hostile.Hostile`` on 
 
 import io
 import json
+import os
 
 import pytest
 
@@ -98,3 +99,42 @@ def test_interim_answers_like_103_early_hints_are_read_past(hostile, make, tmp_p
     outcomes = client.fetch([4, 5], str(tmp_path))
     assert [o.status for o in outcomes] == ["saved", "saved"]
     assert (tmp_path / "4.wav").read_bytes() == wav()
+
+
+FORGED_TASK_ID = "t1\n102          saved    sounds/102.wav\x1b[2K"
+
+_NO_ROOM_FOR_CREATED = """
+import errno, os, sys
+import sound_bulk as sb
+real = os.write
+def write(fd, data):
+    if b'"event": "created"' in bytes(data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return real(fd, data)
+os.write = write
+sys.exit(sb.main(["generate", "rain", "--wait", "0", "-o", sys.argv[1], "--base-url", sys.argv[2]]))
+"""
+
+
+def test_a_warning_without_v_is_terminal_safe_too(hostile, tmp_path):
+    """Warnings and errors go out even without -v (Python's last-resort handler), as they came.
+    fails before: a task ID a server chose (a newline, ESC) forged a line on stderr in the
+    'could not be recorded ... keep this ID' message when the manifest could not be written."""
+    import subprocess
+    import sys
+
+    def handler(method, path, body):
+        if method == "POST" and path == "/apis/text-to-sound":
+            return http(200, {"task_id": FORGED_TASK_ID})
+        return http(200, {"status": "PENDING"})
+
+    hostile.handler = handler
+    module_dir = os.path.dirname(os.path.abspath(sb.__file__))
+    proc = subprocess.Popen([sys.executable, "-c", _NO_ROOM_FOR_CREATED, str(tmp_path), hostile.base_url],
+                            cwd=module_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=module_dir, CAMB_API_KEY=KEY))
+    out, err = proc.communicate(timeout=60)
+    err = err.decode("utf-8")
+    assert proc.returncode == 1, err
+    assert "keep this ID" in err and "t1\\n102" in err
+    assert "\x1b" not in err and "\n102 " not in err
