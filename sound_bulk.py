@@ -2818,9 +2818,9 @@ _NOT_PAYING_TWICE = ("a task may already exist for this prompt (an earlier submi
 
 def _generate_job(client: "Client", prompts: "Iterable[str]", out_dir: "str", duration: "Optional[float]",
                   audio_type: "str", resubmit: "bool", workers: "int", wait: "Optional[float]",
-                  on_outcome: "Optional[Callable[[PromptOutcome], None]]", project_name: "Optional[str]",
+                  on_outcome: "Optional[OnPromptOutcome]", project_name: "Optional[str]",
                   project_description: "Optional[str]", folder_id: "Optional[int]",
-                  on_status: "Optional[Callable[[str], None]]") -> "_Generate":
+                  on_status: "Optional[OnStatus]") -> "_Generate":
     """Check everything (nothing is sent on bad input) and build the journey's ``_Generate``."""
     prompts = list(prompts)
     if not prompts:
@@ -2856,8 +2856,8 @@ class _Generate:
 
     def __init__(self, client: "Client", payloads: "List[Dict[str, Any]]", keys: "List[str]", out_dir: "str",
                  workers: "int", wait: "float", resubmit: "bool",
-                 on_outcome: "Optional[Callable[[PromptOutcome], None]]",
-                 on_status: "Optional[Callable[[str], None]]") -> None:
+                 on_outcome: "Optional[OnPromptOutcome]",
+                 on_status: "Optional[OnStatus]") -> None:
         self.client, self.payloads, self.keys, self.out_dir = client, payloads, keys, out_dir
         self.workers, self.wait, self.resubmit = workers, wait, resubmit
         self.on_outcome, self.on_status = on_outcome, on_status
@@ -2912,7 +2912,7 @@ class _Generate:
         self.downloads.shutdown(wait=True)
         return self.outcomes
 
-    def _plan(self, known: "Dict[str, Dict[str, Any]]") -> "List[int]":
+    def _plan(self, known: "Dict[str, Record]") -> "List[int]":
         """Settle what the manifest and the folder already answer; return the prompts to submit."""
         to_submit: "List[int]" = []
         for i, key in enumerate(self.keys):
@@ -3032,7 +3032,7 @@ class _Generate:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 
-    def _record(self, record: "Dict[str, Any]") -> None:
+    def _record(self, record: "Record") -> None:
         """A manifest line that later steps do not rely on: a failure is logged, not fatal."""
         try:
             self.manifest.append(record)
