@@ -3425,7 +3425,7 @@ def _out_dir(text: "str") -> str:
     if os.path.lexists(path) and not os.path.isdir(path):
         where = "" if path == os.path.abspath(text) else " (%s is a file)" % ascii(path)
         raise argparse.ArgumentTypeError("%s is not a folder%s" % (ascii(text), where))
-    return text
+    return text or "."
 
 
 def _read_run_ids(values: "Iterable[str]", stdin: "TextIO") -> "List[int]":

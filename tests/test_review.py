@@ -138,3 +138,15 @@ def test_a_warning_without_v_is_terminal_safe_too(hostile, tmp_path):
     assert proc.returncode == 1, err
     assert "keep this ID" in err and "t1\\n102" in err
     assert "\x1b" not in err and "\n102 " not in err
+
+
+def test_an_empty_out_means_the_current_folder(hostile, monkeypatch, tmp_path):
+    """``-o ''`` (an unset shell variable: ``-o "$DIR"``) is checked as the current folder, so it is one.
+    fails before: every run was the error 'cannot create : No such file or directory'."""
+    hostile.handler = lambda method, path, body: (
+        http(200, {"7": {"output_url": hostile.origin + "/file/7"}}) if method == "POST"
+        else http(200, wav(), headers=[("Content-Type", "audio/wav")]))
+    monkeypatch.chdir(str(tmp_path))
+    code, out, err = cli(["fetch", "7", "-o", ""], hostile, monkeypatch)
+    assert code == 0, err
+    assert (tmp_path / "7.wav").read_bytes() == wav()
