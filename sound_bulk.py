@@ -1467,6 +1467,8 @@ def _task_payload(prompt: str, duration: "Optional[float]", audio_type: str, pro
                   project_description: "Optional[str]", folder_id: "Optional[int]") -> "Dict[str, object]":
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigurationError("a prompt must be non-empty text")
+    if any(u"\ud800" <= ch <= u"\udfff" for ch in prompt):  # how Python holds bytes it could not decode
+        raise ConfigurationError("prompt %s is not valid text (bytes that are not UTF-8?)" % ascii(prompt[:60]))
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ConfigurationError("a prompt is at most %d characters (this one has %d)" % (
             MAX_PROMPT_CHARS, len(prompt)))

@@ -150,3 +150,18 @@ def test_an_empty_out_means_the_current_folder(hostile, monkeypatch, tmp_path):
     code, out, err = cli(["fetch", "7", "-o", ""], hostile, monkeypatch)
     assert code == 0, err
     assert (tmp_path / "7.wav").read_bytes() == wav()
+
+
+def test_a_prompt_with_undecodable_bytes_is_refused_before_anything_is_paid(hostile, monkeypatch, tmp_path):
+    """Standard input under a C/POSIX locale (or UTF-8 mode) turns bytes that are not UTF-8 into lone
+    surrogates.  fails before: such a prompt was sent, a paid task for mangled text (exit 1, not 2)."""
+    hostile.handler = lambda method, path, body: http(200, {"task_id": "t1"})
+    monkeypatch.setenv("CAMB_API_KEY", KEY)
+    out, err = io.StringIO(), io.StringIO()
+    code = sb.main(["generate", "-", "--wait", "0", "-o", str(tmp_path), "--base-url", hostile.base_url],
+                   stdin=io.StringIO("rain\ncaf\udce9\n"), stdout=out, stderr=err)
+    assert code == 2 and hostile.requests() == []
+    assert "caf\\udce9" in err.getvalue() and "UTF-8" in err.getvalue()
+    with pytest.raises(sb.ConfigurationError):
+        sb.generate(sb.Client(KEY, base_url=hostile.base_url), ["\ud800"], str(tmp_path))
+    assert hostile.requests() == []
