@@ -68,9 +68,8 @@ if TYPE_CHECKING:
     import ssl
     import types
     from concurrent.futures import Future, ThreadPoolExecutor
-    from typing import (Any, AnyStr, BinaryIO, Callable, Deque, Dict, Final, FrozenSet, IO, Iterable, Iterator,
-                        List, Literal, Mapping, NoReturn, Optional, Protocol, Sequence, Set, TextIO, Tuple, Type,
-                        TypeVar, Union)
+    from typing import (Any, AnyStr, BinaryIO, Callable, Deque, Dict, Final, Iterable, Iterator, List, Literal,
+                        Mapping, NoReturn, Optional, Protocol, Sequence, Set, TextIO, Tuple, Type, TypeVar, Union)
 
     T = TypeVar("T")
     #: ``str`` in, ``str`` out; ``None`` (or an optional str) in, optional str out.
