@@ -8,7 +8,12 @@ import os
 import pytest
 
 import sound_bulk as sb
-from test_hostile import KEY, cli, hostile, http, make, wav  # noqa: F401 (fixtures)
+import test_hostile
+from test_hostile import KEY, cli, http, wav
+
+# The fixtures, bound by assignment (pytest finds them by these names): an import that test parameters of the
+# same name shadow is what ruff's F811 refuses.
+hostile, make = test_hostile.hostile, test_hostile.make
 
 
 def redirecting_creation(hostile, status):
