@@ -1,8 +1,24 @@
+import importlib.machinery
 import os
 import sys
 
-import pytest
-from hypothesis import HealthCheck, settings
+
+class _HypothesisUnrewritten:
+    """Imports hypothesis the plain way.  pytest rewrites the asserts of every module of a package that
+    ships a pytest plugin, hypothesis included, and with no bytecode cache (PYTHONDONTWRITEBYTECODE=1,
+    as in CI) it does so on every run: about 1.5 s of CPU for asserts that are hypothesis's own
+    business.  Our test files are still rewritten."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "hypothesis" or name.startswith("hypothesis."):
+            return importlib.machinery.PathFinder.find_spec(name, path)
+        return None
+
+
+sys.meta_path.insert(0, _HypothesisUnrewritten())
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # SOUND_BULK_THOROUGH=1: a long search (2000 examples per property, more Ctrl-C moments), for before a
 # release.  By default few examples per property, so the whole suite stays under 10 s (it runs many times

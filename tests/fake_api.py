@@ -248,7 +248,19 @@ class _Server:
         self.thread.start()
 
     def stop(self):
-        self.httpd.shutdown()
+        # serve_forever sees shutdown() only at its next poll (up to 20 ms, paid by every test that
+        # starts a fake); a connection wakes its select() at once.
+        stopper = threading.Thread(target=self.httpd.shutdown, daemon=True)
+        stopper.start()
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                break
+            stopper.join(0.005)
+            if not stopper.is_alive():
+                break
+        stopper.join(10)
         self.httpd.server_close()
 
 

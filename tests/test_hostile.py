@@ -19,6 +19,7 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 import sound_bulk as sb
+from conftest import Sleeps
 from fake_api import wav_header
 
 KEY = "sk-probe-0123456789abcdefSECRET"
@@ -459,7 +460,9 @@ def whatever_the_server_sends(status, body, reason):
     server = _SHARED[0]
     body = body.replace(b"SELF", server.origin.encode())
     server.handler = lambda method, path, _body: http(status, body, reason=reason)
-    with sb.Client(KEY, base_url=server.base_url, sleep=lambda s: None, max_attempts=2, timeout=5) as client:
+    sleeps = Sleeps()  # waits move a fake clock: a 429's pause is not spun through in real time
+    with sb.Client(KEY, base_url=server.base_url, sleep=sleeps, clock=sleeps.clock, max_attempts=2,
+                   timeout=5) as client:
         try:
             out = client.get_results([1, 2])
         except sb.AuthenticationError as exc:
@@ -515,7 +518,9 @@ def whatever_bytes_come_back(raw):
     """The server writes ``raw`` (status line, headers, body: anything) and hangs up."""
     server = _SHARED[0]
     server.handler = lambda method, path, _body: (raw,)
-    with sb.Client(KEY, base_url=server.base_url, sleep=lambda s: None, max_attempts=2, timeout=5) as client:
+    sleeps = Sleeps()
+    with sb.Client(KEY, base_url=server.base_url, sleep=sleeps, clock=sleeps.clock, max_attempts=2,
+                   timeout=5) as client:
         try:
             out = client.get_results([1, 2])
         except sb.AuthenticationError:
