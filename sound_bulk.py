@@ -1748,12 +1748,16 @@ class _Pool:
         return conn
 
     def _take(self, origin: "Origin") -> "Tuple[http.client.HTTPConnection, bool]":
-        with self._lock:
-            idle = self._idle.get(origin)
-            conn = idle.pop() if idle else None
-        if conn is None:
-            return self._connect(origin), False
-        return conn, True
+        """An idle kept-alive connection that is still fit to carry a request, else a new one."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(origin)
+                conn = idle.pop() if idle else None
+            if conn is None:
+                return self._connect(origin), False
+            if not _dropped(conn):
+                return conn, True
+            conn.close()  # closed by the server, or holding bytes nobody asked for: never read them as an answer
 
     def give_back(self, origin: "Origin", conn: "http.client.HTTPConnection", reuse: bool) -> None:
         with self._lock:
@@ -1875,6 +1879,28 @@ class _Pool:
                                  "may already have been acted on" % (method, redact_url(url), answer.status,
                                                                     redact_url(new_url)), retryable=False)
         return new_url
+
+
+def _dropped(conn: "http.client.HTTPConnection") -> bool:
+    """Whether an idle connection is unfit for reuse: its socket is gone, or is readable now (checked without
+    waiting).  An idle connection has nothing to say: readable means the server closed it, or sent bytes
+    after the last answer (a body on a 204, a second response) that the next request would take as its own.
+    An SSL socket may hold such bytes already decrypted, where the socket check cannot see them."""
+    import select
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return True
+    try:
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        if hasattr(select, "poll"):  # select.select cannot watch descriptors above FD_SETSIZE
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError, TypeError):
+        return True
 
 
 _FINAL_RESPONSE: "List[Type[http.client.HTTPResponse]]" = []

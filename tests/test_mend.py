@@ -1,0 +1,122 @@
+"""The reviewer's breaks, mended: connection reuse, body framing, the base URL check, manifest field types,
+one generate run per folder at a time."""
+import json
+import socket
+import threading
+
+import pytest
+
+import sound_bulk as sb
+
+KEY = "mend-test-key-0123456789"
+
+
+class RawServer:
+    """An HTTP/1.1 server on 127.0.0.1 written byte by byte: each request is answered with
+    ``answers[path]`` (raw bytes, the whole response); every connection is kept alive.  ``unasked(data)``
+    sends ``data`` on the first connection while it sits idle, and returns once it is sent."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.requests = []  # (connection number, path)
+        self.conns = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(5)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        for _ in range(8):
+            try:
+                conn, _addr = self.sock.accept()
+            except OSError:
+                return
+            conn.settimeout(5)
+            self.conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn, len(self.conns)), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, conn, number):
+        buf = b""
+        for _ in range(20):
+            while b"\r\n\r\n" not in buf:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            path = head.split(b"\r\n")[0].split(b" ")[1].decode("ascii")
+            self.requests.append((number, path))
+            conn.sendall(self.answers[path.rsplit("/", 1)[-1]])
+
+    def unasked(self, data):
+        self.conns[0].sendall(data)
+
+    def close(self):
+        for c in [self.sock] + self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)  # wakes the thread waiting in its accept or recv
+            except OSError:
+                pass
+            c.close()
+        for t in self.threads:
+            t.join(5)
+
+
+def _response(body, status="200 OK", headers=()):
+    lines = ["HTTP/1.1 " + status, "Content-Type: application/json"] + list(headers)
+    if not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
+        lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
+
+
+def _task(task_id, run_id):
+    return json.dumps({"task_id": task_id, "status": "SUCCESS", "run_id": run_id}).encode("ascii")
+
+
+@pytest.fixture
+def raw():
+    made = []
+
+    def make(answers):
+        server = RawServer(answers)
+        made.append(server)
+        return server
+    yield make
+    for s in made:
+        s.close()
+
+
+def _client(url):
+    return sb.Client(api_key=KEY, base_url=url, timeout=5, sleep=lambda s: None, rand=lambda: 0.5)
+
+
+# 1. Connection reuse ---------------------------------------------------------------------------
+
+def test_bytes_a_server_sends_unasked_on_an_idle_connection_are_never_taken_as_the_next_answer(raw):
+    server = raw({"A": _response(_task("A", 111)), "B": _response(_task("B", 222))})
+    with _client(server.url) as client:
+        assert client.get_task("A").run_id == 111
+        # A complete extra response arrives while the connection sits idle in the pool (a 204 with a
+        # body, a proxy's junk): it must not become the answer to the next request.
+        server.unasked(_response(_task("A", 111)))
+        task = client.get_task("B")
+    assert (task.task_id, task.run_id) == ("B", 222)
+    assert [p for _n, p in server.requests] == ["/text-to-sound/A", "/text-to-sound/B"]
+    assert [n for n, _p in server.requests] == [1, 2]  # B went on a new connection
+
+
+def test_a_healthy_idle_connection_is_still_reused(raw):
+    server = raw({"A": _response(_task("A", 111)), "B": _response(_task("B", 222))})
+    with _client(server.url) as client:
+        client.get_task("A")
+        client.get_task("B")
+        assert client.connections_opened == {server.url: 1}
+    assert [n for n, _p in server.requests] == [1, 1]
