@@ -151,6 +151,29 @@ NEWER_THAN_36 = [
 ]
 
 
+def _known_36(source, add=False):
+    """Whether this exact text already parsed as 3.6 syntax under this Python.  The parse is most of
+    this check's cost (~0.35 s for all the files), so passes are kept, by content hash, in a file in
+    the temp folder: only changed files are parsed again."""
+    import hashlib
+    import tempfile
+    key = "%s %s\n" % (sys.version.split()[0], hashlib.sha256(source.encode("utf-8")).hexdigest())
+    path = os.path.join(tempfile.gettempdir(), "sound_bulk-tests-py36-syntax-ok")
+    if add:
+        try:
+            big = os.path.exists(path) and os.path.getsize(path) > 1 << 20
+            with open(path, "w" if big else "a", encoding="ascii") as f:  # bounded: starts over past 1 MiB
+                f.write(key)
+        except OSError:
+            pass
+        return True
+    try:
+        with open(path, encoding="ascii") as f:
+            return key in f.read()
+    except (OSError, ValueError):
+        return False
+
+
 def _newer_than_36(path):
     import ast
     import re
@@ -158,9 +181,10 @@ def _newer_than_36(path):
         source = f.read()
     name = os.path.basename(path)
     found = []
-    if sys.version_info >= (3, 8):  # older parsers take no feature_version (and fail on new syntax anyway)
+    if sys.version_info >= (3, 8) and not _known_36(source):  # older parsers take no feature_version
         try:
             ast.parse(source, path, feature_version=(3, 6))
+            _known_36(source, add=True)
         except SyntaxError as exc:
             found.append("%s:%s %s" % (name, exc.lineno, exc.msg))
     for pattern, why in NEWER_THAN_36:
