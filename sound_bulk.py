@@ -1489,13 +1489,6 @@ def _task_payload(prompt: str, duration: "Optional[float]", audio_type: str, pro
     return payload
 
 
-def _int_or_none(value: "Optional[str]") -> "Optional[int]":
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def _content_range(value: "Optional[str]") -> "Tuple[Optional[int], Optional[int], Optional[int]]":
     """``bytes START-END/TOTAL`` -> (START, END, TOTAL); (None, None, None) when unreadable."""
     try:
@@ -1691,12 +1684,21 @@ class _Answer:
             raise TransportError("unreadable body framing: %s" % self._redact(_exc_text(exc))) from None
         if len(data) > limit:
             raise TransportError("the answer is larger than %d bytes" % limit, retryable=False)
-        expected = _int_or_none(self.header("content-length"))
+        expected = self.length()
         if expected is not None and len(data) < expected:
             # http.client returns short at EOF without raising: count the bytes ourselves.
             raise TransportError("the answer was cut short (%d of %d bytes)" % (len(data), expected))
         self._done = True
         return self._redact(data)
+
+    def length(self) -> "Optional[int]":
+        """The body's length as the answer frames it: its Content-Length, unless the body is sent with a
+        Transfer-Encoding (that wins, RFC 9112) or the value is not a whole number; None when unknown."""
+        value = self.headers.get("content-length")
+        if value is None or self.headers.get("transfer-encoding") is not None:
+            return None
+        value = value.strip()
+        return int(value) if value and all("0" <= c <= "9" for c in value) else None
 
     def finished(self) -> None:
         """Mark the body as read to its end, so the connection may be reused."""
@@ -2153,7 +2155,7 @@ class _Download:
             elif status == 200:
                 if writer.size:
                     writer.restart()  # the storage ignored Range (or the object changed): start over
-                self.total = _int_or_none(answer.header("content-length"))
+                self.total = answer.length()
                 self.validator = _validator(answer)
                 self.ext = None
             else:

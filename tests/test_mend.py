@@ -7,6 +7,7 @@ import threading
 import pytest
 
 import sound_bulk as sb
+from test_hostile import wav
 
 KEY = "mend-test-key-0123456789"
 
@@ -54,7 +55,11 @@ class RawServer:
             head, buf = buf.split(b"\r\n\r\n", 1)
             path = head.split(b"\r\n")[0].split(b" ")[1].decode("ascii")
             self.requests.append((number, path))
-            conn.sendall(self.answers[path.rsplit("/", 1)[-1]])
+            answer = self.answers[path.rsplit("/", 1)[-1]]
+            conn.sendall(answer)
+            if b"\r\nConnection: close\r\n" in answer.split(b"\r\n\r\n")[0] + b"\r\n":
+                conn.shutdown(socket.SHUT_RDWR)
+                return
 
     def unasked(self, data):
         self.conns[0].sendall(data)
@@ -120,3 +125,45 @@ def test_a_healthy_idle_connection_is_still_reused(raw):
         client.get_task("B")
         assert client.connections_opened == {server.url: 1}
     assert [n for n, _p in server.requests] == [1, 1]
+
+
+# 2. Body framing ---------------------------------------------------------------------------------
+
+def _chunked(body, size=700):
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def test_a_chunked_api_answer_is_not_measured_against_its_content_length(raw):
+    body = _task("A", 111)
+    server = raw({"A": _response(_chunked(body), headers=["Transfer-Encoding: chunked",
+                                                          "Content-Length: %d" % (len(body) + 50)])})
+    with _client(server.url) as client:
+        assert client.get_task("A").run_id == 111
+
+
+@pytest.mark.parametrize("length", ["-1", "12abc"])
+def test_a_download_with_an_unusable_content_length_is_judged_by_its_own_format(raw, tmp_path, length):
+    audio = wav(4000)
+    server = raw({"a.wav": _response(audio, headers=["Content-Length: " + length, "Connection: close"])})
+    with _client(server.url) as client:
+        path, size = client.download(7, str(tmp_path), url=server.url + "/a.wav")
+    assert (size, open(path, "rb").read()) == (4000, audio)
+
+
+def test_a_chunked_download_is_not_measured_against_its_content_length(raw, tmp_path):
+    audio = wav(4000)
+    server = raw({"a.wav": _response(_chunked(audio), headers=["Transfer-Encoding: chunked",
+                                                               "Content-Length: 3999"])})
+    with _client(server.url) as client:
+        path, size = client.download(7, str(tmp_path), url=server.url + "/a.wav")
+    assert open(path, "rb").read() == audio
+
+
+def test_a_download_cut_short_without_a_usable_length_still_fails(raw, tmp_path):
+    audio = wav(4000)
+    server = raw({"a.wav": _response(audio[:3000], headers=["Content-Length: -1", "Connection: close"])})
+    with _client(server.url) as client:
+        with pytest.raises(sb.DownloadError, match="truncated"):
+            client.download(7, str(tmp_path), url=server.url + "/a.wav")
+    assert list(tmp_path.iterdir()) == []
