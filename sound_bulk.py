@@ -1594,6 +1594,9 @@ def _is_loopback(host: "Optional[str]") -> bool:
 def _check_base_url(url: object) -> str:
     from urllib.parse import urlsplit
     text = str(url).strip().rstrip("/")
+    bad = [ch for ch in text if ch.isspace() or ord(ch) < 32 or 127 <= ord(ch) < 160]
+    if bad:  # http.client would refuse to send it, and the user would be told the API cannot be reached
+        raise ConfigurationError("the base URL may not contain whitespace or control characters: %r" % (text,))
     try:
         parts = urlsplit(text)
         port = parts.port

@@ -1,5 +1,6 @@
 """The reviewer's breaks, mended: connection reuse, body framing, the base URL check, manifest field types,
 one generate run per folder at a time."""
+import io
 import json
 import socket
 import threading
@@ -167,3 +168,21 @@ def test_a_download_cut_short_without_a_usable_length_still_fails(raw, tmp_path)
         with pytest.raises(sb.DownloadError, match="truncated"):
             client.download(7, str(tmp_path), url=server.url + "/a.wav")
     assert list(tmp_path.iterdir()) == []
+
+
+# 3. The base URL ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", ["http://127.0.0.1:%d/a b", "http://127.0.0.1:%d/a\tb", "http://127.0.0.1:%d/\x00",
+                                 "http://127.0.0.1:%d/v1\n/x", "http://127.0.0.1:%d/a\x85b", "http://127.0.0.1:%d/a\u2028b"])
+def test_a_base_url_with_whitespace_or_control_characters_is_a_usage_error_and_nothing_is_sent(raw, monkeypatch, bad):
+    server = raw({})
+    port = int(server.url.rsplit(":", 1)[1])
+    monkeypatch.setenv("CAMB_API_KEY", KEY)
+    with pytest.raises(sb.ConfigurationError, match="whitespace or control characters"):
+        sb.Client(api_key=KEY, base_url=bad % port)
+    out, err = io.StringIO(), io.StringIO()
+    code = sb.main(["--base-url", bad % port, "urls", "1"], stdin=io.StringIO(""), stdout=out, stderr=err)
+    assert code == 2
+    assert "whitespace or control characters" in err.getvalue() or "NUL" in err.getvalue()
+    assert "reach" not in err.getvalue()
+    assert server.requests == [] and server.conns == []
