@@ -173,7 +173,8 @@ def test_a_download_cut_short_without_a_usable_length_still_fails(raw, tmp_path)
 # 3. The base URL ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad", ["http://127.0.0.1:%d/a b", "http://127.0.0.1:%d/a\tb", "http://127.0.0.1:%d/\x00",
-                                 "http://127.0.0.1:%d/v1\n/x", "http://127.0.0.1:%d/a\x85b", "http://127.0.0.1:%d/a\u2028b"])
+                                 "http://127.0.0.1:%d/v1\n/x", "http://127.0.0.1:%d/a\x85b",
+                                 "http://127.0.0.1:%d/a\u2028b"])
 def test_a_base_url_with_whitespace_or_control_characters_is_a_usage_error_and_nothing_is_sent(raw, monkeypatch, bad):
     server = raw({})
     port = int(server.url.rsplit(":", 1)[1])
