@@ -15,6 +15,9 @@ Each mutant is one small change to a copy of sound_bulk.py, found through its sy
     return   `return X` made `return None`
     string   a string constant emptied (never a docstring, an f-string part or an annotation)
 
+Annotations are never mutated (a string annotation is read by a type checker only), nor a bare
+`name: "type"` line, nor anything inside `if TYPE_CHECKING:` (never run).
+
 The mutants are drawn uniformly with a fixed seed, so two runs on the same file draw the same ones.
 Each is run against the whole suite (`pytest -x -q -p no:cacheprovider`) through
 SOUND_BULK_UNDER_TEST, which tests/conftest.py honours and the tests' subprocesses inherit; a mutant
@@ -117,6 +120,11 @@ def _skipped_nodes(tree):
             skip.update(id(n) for n in ast.walk(node.annotation))
         if isinstance(node, ast.JoinedStr):
             skip.update(id(n) for n in ast.walk(node))
+        if isinstance(node, ast.AnnAssign) and node.value is None:  # `name: "type"` alone does nothing
+            skip.update(id(n) for n in ast.walk(node))
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for stmt in node.body:  # read by a type checker only, never run (its `if` is still mutated)
+                skip.update(id(n) for n in ast.walk(stmt))
     return skip
 
 
