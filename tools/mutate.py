@@ -240,6 +240,8 @@ def run_suite(module_path, timeout, workdir):
         return "survived", took, None
     if code in (1, 2) or failed:
         return "killed", took, failed[0] if failed else "exit %d" % code
+    if code == 4 and "conftest" in text:  # the mutant does not even import (tests/conftest.py imports it)
+        return "killed", took, "tests/conftest.py: " + (text.strip().splitlines() or [""])[-1].strip()
     return "error", took, "pytest exit %d: %s" % (code, text.strip().splitlines()[-1:] or "")
 
 
