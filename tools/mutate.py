@@ -262,6 +262,10 @@ def main(argv=None):
     p.add_argument("--recheck", metavar="FILE", help="run again the survivors listed in an earlier --json FILE, "
                    "found by their change (the file may have moved on since)")
     args = p.parse_args(argv)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # Started in the background (`cmd &` ignores Ctrl-C): the suites would inherit that, and the
+        # tests that send themselves a Ctrl-C would fail whatever the mutant.  Give them a terminal's.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     with open(args.module, "rb") as f:
         source = f.read()
