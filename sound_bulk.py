@@ -913,7 +913,8 @@ class Manifest:
         self._lock = threading.Lock()
 
     def records(self) -> "List[Record]":
-        """Every line that is a JSON object, in order; garbage, non-UTF-8 and deeply nested lines are skipped."""
+        """Every line that is a JSON object with fields of the right types, in order (see ``_manifest_record``);
+        garbage, non-UTF-8 and deeply nested lines are skipped."""
         try:
             with open(self.path, "rb") as f:
                 lines = f.read().splitlines()
@@ -927,7 +928,8 @@ class Manifest:
                 record = _json().loads(line.decode("utf-8"))
             except (UnicodeDecodeError, ValueError, RecursionError):
                 continue
-            if isinstance(record, dict):
+            record = _manifest_record(record)
+            if record is not None:
                 out.append(record)
         return out
 
@@ -1021,6 +1023,32 @@ def generate(client: Client, prompts: "Iterable[str]", out_dir: str = ".", *, du
 # ---------------------------------------------------------------------------
 # Machinery: parsing and checking helpers
 # ---------------------------------------------------------------------------
+
+_SUBMISSION_EVENTS = ("submitting", "submit_unknown", "created")
+
+
+def _manifest_record(line: object) -> "Optional[Record]":
+    """A manifest line as a record, or None to ignore it: a line (hand-edited, say) whose ``task_id`` is not
+    a non-empty string, ``run_id`` not a valid run ID, ``event``, ``key``, ``error`` or ``task_status`` not a
+    string, is ignored as a whole, with one exception: if it has a string ``key`` and may record a
+    submission (its event is one, or is there but not a string, or it names a task), it becomes a bare
+    ``submit_unknown`` for that key, so the prompt is not paid for again without ``--resubmit``."""
+    if not isinstance(line, dict):
+        return None
+    record: "Record" = line
+    task_id, key = record.get("task_id", "?"), record.get("key", "")
+    if (isinstance(task_id, str) and task_id
+            and ("run_id" not in record or (isinstance(record["run_id"], int)
+                                            and _run_id_value(record["run_id"]) is not None))
+            and all(isinstance(record.get(name, ""), str) for name in ("event", "key", "task_status"))
+            and isinstance(record.get("error"), (str, type(None)))):
+        return record
+    event = record.get("event")
+    if isinstance(key, str) and ("task_id" in record or event in _SUBMISSION_EVENTS
+                                 or ("event" in record and not isinstance(event, str))):
+        return {"event": "submit_unknown", "key": key}
+    return None
+
 
 def _run_id_value(item: object) -> "Optional[int]":
     if isinstance(item, bool):

@@ -187,3 +187,44 @@ def test_a_base_url_with_whitespace_or_control_characters_is_a_usage_error_and_n
     assert "whitespace or control characters" in err.getvalue() or "NUL" in err.getvalue()
     assert "reach" not in err.getvalue()
     assert server.requests == [] and server.conns == []
+
+
+# 4. Manifest field types ---------------------------------------------------------------------------
+
+def _manifest_lines(folder, *records):
+    with open(str(folder / sb.MANIFEST_NAME), "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+@pytest.mark.parametrize("line", [
+    {"event": ["submitting"]},                       # an event that is not a string: it may have been one
+    {"event": "submitting", "task_id": ["t-1"]},     # a submission naming a task of the wrong type
+    {"event": "created", "task_id": {"id": "t-1"}},
+    {"event": "created", "task_id": ""},
+    {"event": {"name": "submit_unknown"}, "run_id": "7"},
+])
+def test_a_mistyped_submission_line_still_blocks_paying_twice(fake, make_client, tmp_path, line):
+    key = sb.prompt_keys(["drip"], None, "sound")[0]
+    _manifest_lines(tmp_path, dict(line, key=key, prompt="drip"))
+    (got,) = sb.generate(make_client(), ["drip"], str(tmp_path))
+    assert got.status == "error" and "--resubmit" in got.error
+    assert got.task_id is None and got.run_id is None
+    assert fake.tasks == {}  # nothing paid
+
+
+def test_a_mistyped_line_never_reaches_the_outcome_and_the_good_lines_still_count(fake, make_client, tmp_path):
+    fake.task_plan.append(("success", 0))
+    key = sb.prompt_keys(["drip"], None, "sound")[0]
+    (first,) = sb.generate(make_client(), ["drip"], str(tmp_path))
+    assert first.status == "saved"
+    with open(str(tmp_path / sb.MANIFEST_NAME), "a") as f:  # hand edits after the run
+        for bad in ({"event": "task", "task_id": ["x"], "run_id": 5},
+                    {"event": "saved", "run_id": "5"}, {"event": "saved", "run_id": True},
+                    {"event": "task", "run_id": 5, "task_status": ["ERROR"]}, {"event": "task", "error": 5}):
+            f.write(json.dumps(dict(bad, key=key)) + "\n")
+        f.write(json.dumps({"event": "saved", "key": ["k"], "run_id": 9}) + "\n")
+    (again,) = sb.generate(make_client(), ["drip"], str(tmp_path))
+    assert (again.status, again.task_id, again.run_id) == ("skipped", first.task_id, first.run_id)
+    assert sb.manifest_run_ids(str(tmp_path)) == [first.run_id]
+    assert len(fake.tasks) == 1
