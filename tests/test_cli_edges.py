@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import fake_api
+from conftest import THOROUGH
 import sound_bulk as sb
 from fake_api import API_KEY
 
@@ -215,7 +216,8 @@ WORDS = ["fetch", "urls", "generate", "-", "--json", "-q", "-v", "--timeout", "-
          "1e400", "nan", "-1", "http://127.0.0.1:9/apis", "ftp://x", "", " ", "\udcff", "\x00", "\u202e"]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=2000 if THOROUGH else 25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=12)), max_size=7),
        stdin=st.text(max_size=20))
 @example(argv=["generate", "--from-file", "a\x00"], stdin="")  # open() raised ValueError: embedded null byte
