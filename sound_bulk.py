@@ -2894,6 +2894,30 @@ def _generate_job(client: "Client", prompts: "Iterable[str]", out_dir: "str", du
                      on_outcome, on_status)
 
 
+def _lock_manifest(path: "str") -> "Optional[int]":
+    """An open descriptor holding an exclusive advisory lock (flock) on the manifest, so that two generate
+    runs on one folder cannot both submit a prompt; ConfigurationError when another run holds it.  None
+    where there is no fcntl (Windows): there, nothing stops two runs at once."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError:
+        return None  # a manifest that cannot be opened is reported where it is read or written
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        import errno
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            raise ConfigurationError("another generate run is using %s (its manifest is locked); nothing was "
+                                     "submitted: wait for it to finish, then run this again" % path) from None
+        return None  # a file system without flock (some network mounts): go on unlocked, as on Windows
+    return fd
+
+
 class _Generate:
     """The journey of ``generate``.  Prompts go through submit -> poll -> resolve -> download; every
     request runs on a worker, and only the calling thread changes this object (workers return values;
@@ -2944,6 +2968,14 @@ class _Generate:
     def run(self) -> "List[PromptOutcome]":
         self.client.reset_unreachable()
         os.makedirs(self.out_dir, exist_ok=True)
+        lock = _lock_manifest(self.manifest.path)
+        try:
+            return self._run()
+        finally:
+            if lock is not None:
+                os.close(lock)  # and the lock goes with it
+
+    def _run(self) -> "List[PromptOutcome]":
         _sweep_stale_parts(self.out_dir)
         to_submit = self._plan(self.manifest.state())
         import queue

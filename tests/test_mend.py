@@ -8,6 +8,7 @@ import threading
 import pytest
 
 import sound_bulk as sb
+from fake_api import API_KEY
 from test_hostile import wav
 
 KEY = "mend-test-key-0123456789"
@@ -228,3 +229,33 @@ def test_a_mistyped_line_never_reaches_the_outcome_and_the_good_lines_still_coun
     assert (again.status, again.task_id, again.run_id) == ("skipped", first.task_id, first.run_id)
     assert sb.manifest_run_ids(str(tmp_path)) == [first.run_id]
     assert len(fake.tasks) == 1
+
+
+# 5. One generate run per folder ---------------------------------------------------------------------
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock, nothing to test
+    fcntl = None
+
+
+@pytest.mark.skipif(fcntl is None, reason="no fcntl: generate takes no lock there")
+def test_a_second_generate_run_on_the_same_folder_pays_nothing_and_says_why(fake, make_client, tmp_path,
+                                                                            monkeypatch):
+    fake.task_plan.append(("success", 0))
+    path = str(tmp_path / sb.MANIFEST_NAME)
+    holder = open(path, "a")  # stands for the first run, still under way
+    try:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(sb.ConfigurationError, match="another generate run"):
+            sb.generate(make_client(), ["drip"], str(tmp_path))
+        monkeypatch.setenv("CAMB_API_KEY", API_KEY)
+        out, err = io.StringIO(), io.StringIO()
+        code = sb.main(["--base-url", fake.base_url, "generate", "drip", "-o", str(tmp_path)],
+                       stdin=io.StringIO(""), stdout=out, stderr=err)
+        assert code == 2 and "another generate run" in err.getvalue()
+        assert fake.tasks == {}
+    finally:
+        holder.close()
+    (got,) = sb.generate(make_client(), ["drip"], str(tmp_path))  # once it is over, the folder is free again
+    assert got.status == "saved" and len(fake.tasks) == 1
