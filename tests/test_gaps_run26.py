@@ -5,6 +5,7 @@ import sys
 import pytest
 
 import sound_bulk as sb
+from fake_api import wav_header
 
 
 def test_a_409_from_the_bulk_call_is_retried_and_the_run_is_saved(fake, client, tmp_path, sleeps):
@@ -31,3 +32,21 @@ def test_a_download_that_stays_short_says_how_many_bytes_were_expected(fake, mak
         client.download(5, str(tmp_path))
     assert (info.value.run_id, info.value.expected) == (5, 10000)
     assert 0 < info.value.received < 10000
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_sniff_takes_any_bytes_like_value(kind):
+    wav = wav_header(1000) + b"\x00" * 1000
+    assert sb.sniff_audio(kind(wav)) == ".wav"
+    assert sb.sniff_audio(kind(b"ID3\x04\x00\x00\x00\x00\x00\x10" + b"\x00" * 4)) == ".mp3"
+
+
+def test_only_the_footer_flag_of_an_id3_tag_adds_a_footer():
+    wav = wav_header(1000) + b"\x00" * 1000
+    assert sb.sniff_audio(b"ID3\x04\x00\x01\x00\x00\x00\x00" + wav) == ".wav"  # a flag bit that is not the footer's
+    assert sb.sniff_audio(b"ID3\x04\x00\x10\x00\x00\x00\x00" + b"3DI\x04\x00\x10\x00\x00\x00\x00" + wav) == ".wav"
+
+
+def test_fetch_interrupted_prints_as_interrupted():
+    caught = sb.FetchInterrupted([])
+    assert str(caught) == "interrupted" and isinstance(caught, KeyboardInterrupt)  # what a library user logs
