@@ -50,3 +50,8 @@ def test_only_the_footer_flag_of_an_id3_tag_adds_a_footer():
 def test_fetch_interrupted_prints_as_interrupted():
     caught = sb.FetchInterrupted([])
     assert str(caught) == "interrupted" and isinstance(caught, KeyboardInterrupt)  # what a library user logs
+
+
+def test_a_matroska_header_cut_inside_its_first_size_has_no_declared_length():
+    # the length of the size field (8 bytes, from 0x01) runs past the bytes there are
+    assert sb._declared_length(b"\x1a\x45\xdf\xa3\x01\x00\x00") is None
