@@ -55,3 +55,15 @@ def test_fetch_interrupted_prints_as_interrupted():
 def test_a_matroska_header_cut_inside_its_first_size_has_no_declared_length():
     # the length of the size field (8 bytes, from 0x01) runs past the bytes there are
     assert sb._declared_length(b"\x1a\x45\xdf\xa3\x01\x00\x00") is None
+
+
+def test_server_values_in_messages_are_cut_to_60_characters():
+    assert sb._short_repr("x" * 100) == "'" + "x" * 56 + "..."
+    assert sb._short_repr("x" * 58) == "'" + "x" * 58 + "'"
+
+
+def test_an_answer_nested_too_deeply_to_show_is_named_not_a_crash():
+    deep = []
+    for _ in range(100000):
+        deep = [deep]
+    assert sb._short_repr(deep) == "<a list too large to show>"
