@@ -17,6 +17,16 @@ class _HypothesisUnrewritten:
 
 sys.meta_path.insert(0, _HypothesisUnrewritten())
 
+# Several tests press Ctrl-C on the test process itself (os.kill(getpid(), SIGINT)) and check what the
+# user would see.  A process started as a background job of a shell without job control inherits
+# SIGINT ignored; give the tests the interpreter's normal Ctrl-C whatever started them.
+try:
+    import signal as _signal
+    if _signal.getsignal(_signal.SIGINT) == _signal.SIG_IGN:
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+except (ImportError, ValueError, AttributeError):  # not the main thread, or no signals here
+    pass
+
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 

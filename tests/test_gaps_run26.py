@@ -67,3 +67,13 @@ def test_an_answer_nested_too_deeply_to_show_is_named_not_a_crash():
     for _ in range(100000):
         deep = [deep]
     assert sb._short_repr(deep) == "<a list too large to show>"
+
+
+def test_an_internationalised_host_is_sent_in_its_ascii_form_and_a_plain_one_unchanged():
+    """A storage URL on an IDN host goes on the wire as its IDNA (xn--) name; an ASCII host is left alone.
+    (The seed-26 run's #1997: with the non-ASCII test negated, every IDN URL was refused as 'not an
+    http(s) URL'.)"""
+    origin, target = sb._origin("https://b\u00fccher.example/a b?x=\u00e9")
+    assert origin == ("https", "xn--bcher-kva.example", 443)
+    assert target == "/a%20b?x=%C3%A9"
+    assert sb._origin("http://Storage.Example:8080/k")[0] == ("http", "storage.example", 8080)
