@@ -1,4 +1,6 @@
 import importlib.machinery
+import io
+import json
 import os
 import sys
 
@@ -108,3 +110,32 @@ def client(make_client):
 def _no_env_key(monkeypatch):
     monkeypatch.delenv("CAMB_API_KEY", raising=False)
     monkeypatch.delenv("CAMB_API_BASE_URL", raising=False)
+
+
+# -- the command line, in process -------------------------------------------------------------------
+
+class TTY(io.StringIO):
+    """A captured stream that says it is a terminal (progress and status lines are drawn on it)."""
+
+    def isatty(self):
+        return True
+
+
+def run(argv, stdin="", stderr=None):
+    """``sound_bulk.main(argv)`` with captured streams: (exit status, stdout, stderr) as text."""
+    out, err = io.StringIO(), stderr if stderr is not None else io.StringIO()
+    code = sound_bulk.main(argv, stdin=io.StringIO(stdin), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def lines(text):
+    """The JSON lines of a --json output."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.fixture
+def env(fake, monkeypatch):
+    """The command line's environment pointed at the fake (key and base URL); the fake itself."""
+    monkeypatch.setenv("CAMB_API_KEY", API_KEY)
+    monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
+    return fake

@@ -1,6 +1,5 @@
 """The command line: statuses, JSON lines, exit codes, reruns, waiting, Ctrl-C, --help on a bare Python."""
 
-import io
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ import time
 import pytest
 
 import sound_bulk as sb
+from conftest import TTY, run, lines
 from conftest import THOROUGH
 from fake_api import API_KEY, body_sha256
 
@@ -19,28 +19,6 @@ CAPTURE = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newline
 
 # also the cwd of subprocesses: `python -m` looks there first
 MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))
-
-
-class TTY(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def run(argv, stdin="", stderr=None):
-    out, err = io.StringIO(), stderr if stderr is not None else io.StringIO()
-    code = sb.main(argv, stdin=io.StringIO(stdin), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
-def lines(text):
-    return [json.loads(line) for line in text.splitlines()]
-
-
-@pytest.fixture
-def env(fake, monkeypatch):
-    monkeypatch.setenv("CAMB_API_KEY", API_KEY)
-    monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
-    return fake
 
 
 def test_fetch_all_saved_exit_0_then_rerun_skips_without_requests(env, tmp_path):

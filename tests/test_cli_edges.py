@@ -41,13 +41,6 @@ def child(args, timeout=60, **kw):
     return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
-@pytest.fixture
-def env(fake, monkeypatch):
-    monkeypatch.setenv("CAMB_API_KEY", API_KEY)
-    monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
-    return fake
-
-
 # -- messages written for the command line ----------------------------------------------------------
 
 def test_missing_key_on_the_cli_says_how_to_set_it_in_a_shell(fake, monkeypatch, tmp_path):

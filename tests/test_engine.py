@@ -2,7 +2,6 @@
 grouped fsyncs, output as runs settle, waiting status, late signals."""
 
 import io
-import json
 import os
 import socket
 import threading
@@ -10,24 +9,8 @@ import threading
 import pytest
 
 import sound_bulk as sb
+from conftest import run, lines
 from fake_api import API_KEY
-
-
-def run(argv, stdin="", stderr=None):
-    out, err = io.StringIO(), stderr if stderr is not None else io.StringIO()
-    code = sb.main(argv, stdin=io.StringIO(stdin), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
-def lines(text):
-    return [json.loads(line) for line in text.splitlines()]
-
-
-@pytest.fixture
-def env(fake, monkeypatch):
-    monkeypatch.setenv("CAMB_API_KEY", API_KEY)
-    monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
-    return fake
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """The command line at its edges: exit codes, option checks, the interrupted count, the summary line."""
 
-import io
 import json
 import re
 import signal
@@ -9,19 +8,8 @@ import time
 
 import pytest
 
-import sound_bulk as sb
+from conftest import TTY, run
 from fake_api import API_KEY
-
-
-class TTY(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def run(argv, stdin="", stderr=None):
-    out, err = io.StringIO(), stderr if stderr is not None else io.StringIO()
-    code = sb.main(argv, stdin=io.StringIO(stdin), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
