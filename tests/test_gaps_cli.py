@@ -95,8 +95,11 @@ def test_the_progress_line_is_cleared_before_results_and_summary(env, tmp_path):
 
 
 def test_ctrl_c_reports_how_many_were_saved(env, tmp_path):
-    """Timing assumed: the interrupt, sent once the fake is serving run 3 (which stalls 10 s), arrives
-    while fetch still waits for it.  Runs 1 and 2 were saved before run 3 was asked for (one worker)."""
+    """Timing assumed: the interrupt, sent once the fake is serving run 3 (which stalls 10 s) and runs 1
+    and 2 are under their final names, arrives while fetch still waits for run 3.  (A run's file is
+    fsynced and named on the committer thread, so with one worker run 3 may be asked for before run 2
+    is on disk: waiting for the files, not only for the request, keeps a loaded machine from failing
+    this test.)"""
     env.add_runs([1, 2], size=3000)
     env.add_run(3, size=200_000)
     env.slow_delay = 10
@@ -104,7 +107,8 @@ def test_ctrl_c_reports_how_many_were_saved(env, tmp_path):
 
     def interrupt():
         for _ in range(1000):  # at most 10 s
-            if any("audio_3" in r["path"] for r in env.seen("storage")):
+            if any("audio_3" in r["path"] for r in env.seen("storage")) and all(
+                    (tmp_path / name).is_file() for name in ("1.wav", "2.wav")):
                 break
             time.sleep(0.01)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
