@@ -3658,6 +3658,12 @@ def _outcome_line(o: "Union[FetchOutcome, PromptOutcome]") -> str:
 
 
 def _report_outcomes(console: "_Console", outcomes: "Sequence[FetchOutcome]", started: "float") -> int:
+    return _report(console, outcomes, started, "run", _outcome_line)
+
+
+def _report(console: "_Console", outcomes: "Sequence[Union[FetchOutcome, PromptOutcome]]", started: "float",
+            noun: str, line: "Callable[[Any], str]") -> int:
+    """The summary message of fetch and generate (and, with -q, each problem's line); the exit status."""
     counts: "Dict[str, int]" = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
@@ -3665,12 +3671,12 @@ def _report_outcomes(console: "_Console", outcomes: "Sequence[FetchOutcome]", st
     summary = ", ".join(_plural(counts[s], s) if s == "error" else "%d %s" % (counts[s], s)
                         for s in order if s in counts)
     size = sum(o.bytes or 0 for o in outcomes if o.status == "saved")
-    console.say("%s (%s, %s saved in %.1f s)" % (summary, _plural(len(outcomes), "run"),
+    console.say("%s (%s, %s saved in %.1f s)" % (summary, _plural(len(outcomes), noun),
                                                  _human_bytes(size), time.monotonic() - started))
     if console.quiet and not console.json:  # with --json the problems are in the JSON lines already
         for o in outcomes:
             if not o.ok:
-                console.problem(_outcome_line(o))
+                console.problem(line(o))
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_INCOMPLETE
 
 
@@ -3868,20 +3874,7 @@ def _print_prompts(console: "_Console", outcomes: "Sequence[PromptOutcome]", sho
 
 
 def _report_prompts(console: "_Console", outcomes: "Sequence[PromptOutcome]", started: "float") -> int:
-    counts: "Dict[str, int]" = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
-    order = ("saved", "skipped", "pending", "failed", "error")
-    summary = ", ".join(_plural(counts[s], s) if s == "error" else "%d %s" % (counts[s], s)
-                        for s in order if s in counts)
-    size = sum(o.bytes or 0 for o in outcomes if o.status == "saved")
-    console.say("%s (%s, %s saved in %.1f s)" % (summary, _plural(len(outcomes), "prompt"), _human_bytes(size),
-                                                 time.monotonic() - started))
-    if console.quiet and not console.json:
-        for o in outcomes:
-            if not o.ok:
-                console.problem(_prompt_line(o))
-    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_INCOMPLETE
+    return _report(console, outcomes, started, "prompt", _prompt_line)
 
 
 def main(argv: "Optional[Sequence[str]]" = None, stdin: "Optional[TextIO]" = None,
