@@ -248,20 +248,27 @@ class _Server:
         self.thread.start()
 
     def stop(self):
-        # serve_forever sees shutdown() only at its next poll (up to 20 ms, paid by every test that
-        # starts a fake); a connection wakes its select() at once.
-        stopper = threading.Thread(target=self.httpd.shutdown, daemon=True)
-        stopper.start()
-        for _ in range(50):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            except OSError:
-                break
-            stopper.join(0.005)
-            if not stopper.is_alive():
-                break
-        stopper.join(10)
-        self.httpd.server_close()
+        stop_serving(self.httpd)
+
+
+def stop_serving(httpd):
+    """Stops ``httpd.serve_forever`` and closes it without waiting out a poll interval.
+
+    serve_forever sees shutdown() only at its next poll (paid by every test that starts a server);
+    a connection wakes its select() at once, so connect until the loop has ended (bounded)."""
+    port = httpd.server_address[1]
+    stopper = threading.Thread(target=httpd.shutdown, daemon=True)
+    stopper.start()
+    for _ in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            break
+        stopper.join(0.005)
+        if not stopper.is_alive():
+            break
+    stopper.join(10)
+    httpd.server_close()
 
 
 class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):  # http.server has this from 3.7 on

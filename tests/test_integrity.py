@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import sound_bulk as sb
-from fake_api import API_KEY, wav_header
+from fake_api import API_KEY, stop_serving, wav_header
 
 # -- a scripted storage -------------------------------------------------------------------------
 
@@ -92,8 +92,7 @@ class Storage:
         return self
 
     def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        stop_serving(self.httpd)
 
 
 class Ticker:
