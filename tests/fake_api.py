@@ -122,6 +122,7 @@ class FakeCamb:
         self.requests = []
         self.connections = {"api": 0, "storage": 0}
         self.api_active = self.api_peak = 0  # API requests being served at once, and the most seen
+        self.api_gate = None  # if set, each API request calls it (no arguments) before it is answered
         self.issued = {}
         self._tokens = itertools.count(1)
         self._task_ids = itertools.count(1)
@@ -376,6 +377,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             fake.api_active += 1
             fake.api_peak = max(fake.api_peak, fake.api_active)
         try:
+            if fake.api_gate is not None:
+                fake.api_gate()
             self._record(body)
             serve(body)
         finally:
