@@ -109,6 +109,7 @@ class FakeCamb:
         self.range_support = True
         self.send_etag = True
         self.slow_delay = 0.5
+        self.stalled = 0  # "slow" downloads whose headers are out and whose body is being held back
         self.connect_delay = connect_delay
         self.request_delay = request_delay
         self.api_delay = api_delay  # added to API requests only: a far-away API, storage close by
@@ -591,6 +592,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     return self._drop()
                 if fault == "slow":
                     self.wfile.flush()
+                    with fake.lock:
+                        fake.stalled += 1
                     time.sleep(fake.slow_delay)
                     fault = None
                 self.wfile.write(piece)

@@ -19,6 +19,23 @@ CAPTURE = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newline
 
 # also the cwd of subprocesses: `python -m` looks there first
 MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))
+# Children that need only the standard library and the module (PYTHONPATH) start with -S: site's .pth
+# files cost ~80 ms of every start here, and what these children are for (signals delivered to a real
+# process, a real interpreter's exit) has nothing to do with site-packages.
+PYTHON_S = [sys.executable, "-S"]
+
+
+def wait_until(condition, proc, seconds=20.0):
+    """Poll ``condition()`` every 5 ms until it holds, the child ends, or ``seconds`` pass (a bound for
+    a loaded machine, never paid when things go right).  True if it held."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return condition()
+        time.sleep(0.005)
+    return False
 
 
 def test_fetch_all_saved_exit_0_then_rerun_skips_without_requests(env, tmp_path):
@@ -196,21 +213,19 @@ def test_help_on_a_bare_interpreter_from_a_lone_copy(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path, signum):
     """Timing assumed: the child ends within 5 s of the signal (it needs a fraction of a second; the
-    stalled downloads would take 30 s)."""
+    stalled downloads would take 30 s).  The signal is sent once run 1 is saved and the fake holds back
+    the bodies of runs 2 and 3 after their headers: both downloads are mid-way, temp files open."""
     fake.add_run(1, size=50_000)
     fake.add_runs([2, 3], size=2_000_000)
     fake.slow_delay = 30
     fake.storage_faults.update({2: ["slow"], 3: ["slow"]})
     env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
-    cmd = [sys.executable, "-m", "sound_bulk", "fetch", "1", "2", "3", "-o", str(tmp_path), "--json"]
+    cmd = PYTHON_S + ["-m", "sound_bulk", "fetch", "1", "2", "3", "-o", str(tmp_path), "--json"]
     proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, **CAPTURE,
                             preexec_fn=_default_sigint)
     try:
-        for _ in range(200):  # until both slow downloads are under way (at most 10 s)
-            if len(fake.seen("storage")) >= 3 and os.path.exists(tmp_path / "1.wav"):
-                break
-            time.sleep(0.05)
-        time.sleep(0.2)
+        assert wait_until(lambda: fake.stalled == 2 and os.path.exists(tmp_path / "1.wav"), proc), \
+            proc.communicate(timeout=20)
         started = time.monotonic()
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=20)
@@ -228,7 +243,7 @@ def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path, sig
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CAMB_API_KEY", API_KEY)
         mp.setenv("CAMB_API_BASE_URL", fake.base_url)
-        code, out, err = run(cmd[3:])
+        code, out, err = run(cmd[cmd.index("sound_bulk") + 1:])
     assert code == 0, err
     assert [o["status"] for o in lines(out)] == ["skipped", "saved", "saved"]
 
@@ -255,15 +270,12 @@ def test_ctrl_c_at_any_moment_ends_cleanly(fake, tmp_path, delay):
     fake.request_delay = 0.01
     fake.add_runs(range(1, 41), size=200_000)
     env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
-    cmd = [sys.executable, "-m", "sound_bulk", "fetch"] + [str(i) for i in range(1, 41)] + [
+    cmd = PYTHON_S + ["-m", "sound_bulk", "fetch"] + [str(i) for i in range(1, 41)] + [
         "-o", str(tmp_path), "--json", "--workers", "2"]
     proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, **CAPTURE,
                             preexec_fn=_default_sigint)
     try:
-        for _ in range(400):  # until the fetch is under way (at most 20 s)
-            if fake.requests or proc.poll() is not None:
-                break
-            time.sleep(0.005)
+        wait_until(lambda: fake.requests, proc)  # until the fetch is under way
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=15)
