@@ -53,6 +53,28 @@ from fake_api import API_KEY, FakeCamb  # noqa: E402
 import sound_bulk  # noqa: E402
 
 
+def _compiled_copy_for_children():
+    """A temp folder holding a copy of the module under test and its .pyc, for child interpreters
+    (their cwd and PYTHONPATH).  With PYTHONDONTWRITEBYTECODE=1 (CI, and many shells) no .pyc is ever
+    written, so every `python -m sound_bulk` child compiled the whole module again: ~0.1 s of CPU per
+    child.  Children still read a .pyc that exists, so one compile here serves them all.  Children
+    that run a file as a script (`python sound_bulk.py`) or a lone copy compile it themselves."""
+    import atexit
+    import py_compile
+    import shutil
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="sound_bulk-children-")
+    atexit.register(shutil.rmtree, folder, True)
+    copy = os.path.join(folder, "sound_bulk.py")
+    shutil.copyfile(UNDER_TEST, copy)
+    py_compile.compile(copy, doraise=True)
+    return folder
+
+
+#: cwd and PYTHONPATH for child interpreters that import the module (`python -m sound_bulk`, `-c`).
+CHILD_MODULE_DIR = _compiled_copy_for_children()
+
+
 class Sleeps:
     """A fake sleep that records every wait and moves a fake clock."""
 

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import fake_api
-from conftest import THOROUGH
+from conftest import CHILD_MODULE_DIR, THOROUGH
 import sound_bulk as sb
 from fake_api import API_KEY
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MODULE = os.path.abspath(sb.__file__)
-MODULE_DIR = os.path.dirname(MODULE)  # cwd of subprocesses: `python -m` looks there first
+MODULE_DIR = CHILD_MODULE_DIR  # cwd of subprocesses (`python -m` looks there first): a compiled copy (conftest)
 NOWHERE = "http://127.0.0.1:9/apis"  # the discard port: nothing listens, nothing leaves the machine
 
 
@@ -34,8 +35,9 @@ def run(argv, stdin=""):
 
 
 def child(args, timeout=60, **kw):
-    """A Python child from the module's folder: (exit status, stdout, stderr) as text."""
-    proc = subprocess.Popen([sys.executable] + args, cwd=kw.pop("cwd", MODULE_DIR), stdout=subprocess.PIPE,
+    """A Python child (-S: the standard library is all it needs, and site's .pth files cost ~80 ms of
+    every start here) from the module's folder: (exit status, stdout, stderr) as text."""
+    proc = subprocess.Popen([sys.executable, "-S"] + args, cwd=kw.pop("cwd", MODULE_DIR), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, **kw)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
@@ -85,22 +87,30 @@ def test_out_that_is_a_file_is_a_usage_error_before_any_request(env, tmp_path, c
 
 
 def test_usage_line_names_the_command_as_typed(tmp_path):
-    """`python -m sound_bulk`, `python sound_bulk.py` and an installed `sound-bulk` script (the
-    form pip writes: import the module, call console_main) each see their own name."""
+    """`python -m sound_bulk` and an installed `sound-bulk` script (the form pip writes: import the module,
+    call console_main) each see their own name; `python sound_bulk.py` is checked by
+    test_help_fits_a_real_terminal_of_60_columns.  The `-m` form runs a lone copy on a bare interpreter
+    (-S, no PYTHONPATH): what a locked-down host runs (in CI under every version, 3.6 included)."""
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(MODULE, str(lone / "sound_bulk.py"))
+    bare_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     script = tmp_path / "sound-bulk"
     script.write_text("import sys\nsys.path.insert(0, %r)\nimport sound_bulk\nsound_bulk.console_main()\n"
                       % MODULE_DIR)
-    forms = [(["-m", "sound_bulk", "--bogus"], r"usage: \S*python\S* -m sound_bulk "),
-             ([MODULE, "--bogus"], r"usage: \S*python\S* %s\s" % re.escape(MODULE)),  # a long path wraps the line
-             ([str(script), "--bogus"], r"usage: sound-bulk ")]
-    procs = [subprocess.Popen([sys.executable] + args, cwd=MODULE_DIR, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for args, _ in forms]
-    for proc, (args, pattern) in zip(procs, forms):
-        out, err = proc.communicate(timeout=60)
-        err = err.decode()
-        assert proc.returncode == 2, err
-        assert re.search(pattern, err), (args, err)
-        assert "python -m sound_bulk" not in err or args[0] == "-m"
+    # (argv, cwd, env, exit status, where the usage line goes, its pattern); -S: no site-packages needed
+    forms = [(["-S", "-m", "sound_bulk", "--help"], str(lone), bare_env, 0, 0, r"usage: \S*python\S* -m sound_bulk "),
+             (["-S", str(script), "--bogus"], MODULE_DIR, None, 2, 1, r"usage: sound-bulk ")]
+    procs = [subprocess.Popen([sys.executable] + args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for args, cwd, env, _, _, _ in forms]
+    for proc, (args, _, _, status, stream, pattern) in zip(procs, forms):
+        outputs = [o.decode() for o in proc.communicate(timeout=60)]
+        assert proc.returncode == status, outputs
+        assert "Traceback" not in outputs[1], outputs
+        assert re.search(pattern, outputs[stream]), (args, outputs)
+        assert "python -m sound_bulk" not in outputs[stream] or "-m" in args
+        if status == 0:
+            assert "fetch" in outputs[0] and "generate" in outputs[0]  # the whole help, not a stub
 
 
 def test_summary_counts_agree_in_number(env, tmp_path):
@@ -251,7 +261,8 @@ def test_fake_says_when_it_will_stop(capsys):
 
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
 def test_fake_started_by_hand_runs_until_ctrl_c():
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_api.py"), "--runs", "101-102"],
+    # -S: the fake needs only the standard library; site's .pth files cost ~80 ms of every start here
+    proc = subprocess.Popen([sys.executable, "-S", os.path.join(HERE, "fake_api.py"), "--runs", "101-102"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
@@ -311,17 +322,20 @@ def test_public_arguments_are_documented():
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pty")
-def test_help_fits_a_real_terminal_of_60_columns():
-    """No $COLUMNS: the width comes from the terminal itself (a pty set to 60 columns)."""
+def test_help_fits_a_real_terminal_of_60_columns(tmp_path):
+    """No $COLUMNS: the width comes from the terminal itself (a pty set to 60 columns).  The child is
+    also `python -I sb.py` from a folder holding only that file (a renamed copy): the usage line names
+    the script as typed, and the module needs nothing but an isolated interpreter (no site, no PYTHONPATH)."""
     import fcntl
     import pty
     import select
     import struct
     import termios
+    shutil.copy(MODULE, str(tmp_path / "sb.py"))  # a short name: the usage line must fit in 60 columns too
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 60, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen([sys.executable, "-m", "sound_bulk", "generate", "--help"], cwd=MODULE_DIR,
+    proc = subprocess.Popen([sys.executable, "-I", "sb.py", "generate", "--help"], cwd=str(tmp_path),
                             stdin=slave, stdout=slave, stderr=slave, env=env)
     os.close(slave)
     chunks = []
@@ -338,5 +352,7 @@ def test_help_fits_a_real_terminal_of_60_columns():
         proc.wait(timeout=60)
         os.close(master)
     text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
-    assert proc.returncode == 0 and "resumes them" in text
+    assert proc.returncode == 0 and "resumes them" in text and "Traceback" not in text, text
+    assert re.search(r"usage: \S*python\S* sb\.py generate ", text), text  # the script's name as typed
+    assert "-m sound_bulk" not in text
     assert max(len(line) for line in text.splitlines()) <= 60, text
