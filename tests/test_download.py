@@ -227,6 +227,11 @@ class ChoppyAnswer:
         self.pos += len(piece)
         return piece
 
+    def readinto1(self, view):
+        piece = self.read1(len(view))
+        view[:len(piece)] = piece
+        return len(piece)
+
 
 class NoClient:
     """What _Download._stream needs of a Client: a clock (standing still)."""

@@ -1,20 +1,10 @@
-"""Downloads at their edges: the default folder, and the write-back hints given to the kernel."""
+"""Downloads at their edges: the default folder, the files' permissions."""
 
-import hashlib
 import os
 
 import pytest
 
 import sound_bulk as sb
-from fake_api import body_sha256
-
-MIB = 1024 * 1024
-
-
-def sha(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
 
 def test_the_default_folder_is_the_current_one(fake, client, tmp_path, monkeypatch):
     fake.add_runs([5, 6], size=3000)
@@ -24,37 +14,6 @@ def test_the_default_folder_is_the_current_one(fake, client, tmp_path, monkeypat
     outcomes = client.fetch([5, 6])
     assert [(o.status, os.path.abspath(o.path)) for o in outcomes] == [
         ("skipped", str(tmp_path / "5.wav")), ("saved", str(tmp_path / "6.wav"))]
-
-
-@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
-def test_write_back_is_started_every_8_mib_behind_the_data(fake, client, tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: calls.append((offset, length, advice)))
-    fake.add_run(5, size=20 * MIB)
-    path, size = client.download(5, str(tmp_path))
-    assert size == 20 * MIB and sha(path) == body_sha256(5, 20 * MIB)
-    assert len(calls) == 2  # at 8 and 16 MiB; the last 4 MiB are left to the fsync
-    assert calls[0][0] == 0 and calls[1][0] == calls[0][1]  # contiguous, from the start
-    assert all(8 * MIB <= length < 8 * MIB + sb.READ_CHUNK for _, length, _ in calls)
-    assert {advice for _, _, advice in calls} == {os.POSIX_FADV_DONTNEED}
-
-
-def test_without_posix_fadvise_or_when_it_fails_downloads_still_work(fake, client, tmp_path, monkeypatch):
-    fake.add_runs([5, 6], size=9 * MIB)
-    if hasattr(os, "posix_fadvise"):
-        monkeypatch.delattr(os, "posix_fadvise")
-    path, _ = client.download(5, str(tmp_path))
-    assert sha(path) == body_sha256(5, 9 * MIB)
-    calls = []
-
-    def refuse(*args):
-        calls.append(args)
-        raise OSError(95, "Operation not supported")
-
-    monkeypatch.setattr(os, "posix_fadvise", refuse, raising=False)
-    path, _ = client.download(6, str(tmp_path))
-    assert sha(path) == body_sha256(6, 9 * MIB)
-    assert len(calls) == 1  # not asked again once refused
 
 
 def test_files_get_the_usual_permissions(fake, make_client, tmp_path):

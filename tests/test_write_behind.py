@@ -1,0 +1,84 @@
+"""Big files are written to disk behind the download, not all at the end (issue 9: keep fsyncs out of the
+transfer, so a slow disk does not idle the network), and nothing about that can lose a disk error."""
+
+import errno
+import hashlib
+import os
+import threading
+import time
+
+import pytest
+
+import sound_bulk as sb
+from fake_api import body_sha256
+
+MIB = 1024 * 1024
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_the_file_reaches_the_disk_while_it_downloads_from_another_thread(fake, client, tmp_path, monkeypatch):
+    """At 8 MiB a thread other than the download's syncs what has arrived (fdatasync), then drops it from
+    the page cache (posix_fadvise DONTNEED over what it synced), and the download goes on meanwhile: the
+    first sync here waits (up to 10 s) for the rest of the body to arrive, which it could not if the
+    download waited for it."""
+    seen = []
+    real_sync = getattr(os, "fdatasync", os.fsync)
+
+    def fdatasync(fd):
+        deadline = time.monotonic() + 10
+        while not seen and os.fstat(fd).st_size < 20 * MIB and time.monotonic() < deadline:
+            time.sleep(0.002)
+        seen.append(("sync", os.fstat(fd).st_size, threading.current_thread().name))
+        real_sync(fd)
+
+    def fadvise(fd, offset, length, advice):
+        seen.append(("advise", offset, length, advice))
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync, raising=False)
+    monkeypatch.setattr(os, "posix_fadvise", fadvise, raising=False)
+    monkeypatch.setattr(os, "POSIX_FADV_DONTNEED", 4, raising=False)
+    fake.add_run(5, size=20 * MIB)
+    path, size = client.download(5, str(tmp_path))
+    assert size == 20 * MIB and sha(path) == body_sha256(5, 20 * MIB)
+    assert seen[0] == ("sync", 20 * MIB, "sound_bulk-write-behind")
+    assert seen[1][:2] == ("advise", 0) and 8 * MIB <= seen[1][2] < 8 * MIB + sb.READ_CHUNK and seen[1][3] == 4
+    assert len(seen) == 2  # one at a time: the 16 MiB step came while the first was still at work
+
+
+def test_a_disk_error_met_behind_the_download_fails_it(fake, client, tmp_path, monkeypatch):
+    """Linux reports a write-back error once per open file: if the thread behind met it, the final fsync
+    would say nothing, so the thread's error must fail the run (and no file may appear)."""
+    def broken(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken, raising=False)
+    fake.add_run(5, size=9 * MIB)
+    with pytest.raises(sb.DownloadError, match="cannot save run 5: Input/output error"):
+        client.download(5, str(tmp_path))
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_without_fdatasync_or_posix_fadvise_big_files_still_download(fake, client, tmp_path, monkeypatch):
+    """fdatasync (not on macOS or Windows) falls back to fsync; a missing or refusing posix_fadvise is only a
+    hint left out."""
+    fake.add_runs([5, 6], size=9 * MIB)
+    synced = []
+    monkeypatch.delattr(os, "fdatasync", raising=False)
+    monkeypatch.delattr(os, "posix_fadvise", raising=False)
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(threading.current_thread().name), real_fsync(fd))[1])
+    path, _ = client.download(5, str(tmp_path))
+    assert sha(path) == body_sha256(5, 9 * MIB)
+    assert "sound_bulk-write-behind" in synced  # the fallback ran behind the download
+
+    def refuse(*args):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fadvise", refuse, raising=False)
+    monkeypatch.setattr(os, "POSIX_FADV_DONTNEED", 4, raising=False)
+    path, _ = client.download(6, str(tmp_path))
+    assert sha(path) == body_sha256(6, 9 * MIB)
