@@ -8,8 +8,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,8 +15,6 @@ import pytest
 
 import sound_bulk as sb
 from fake_api import API_KEY
-
-MODULE_DIR = os.path.dirname(os.path.abspath(sb.__file__))
 
 
 def manifest(folder):
@@ -278,35 +274,45 @@ def test_json_stays_in_prompt_order(cli_env, tmp_path, monkeypatch):
     assert got[0]["bytes"] == 2048
 
 
-def _default_sigint():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+def test_ctrl_c_while_submitting_ends_cleanly_with_every_task_in_the_manifest(cli_env, tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT to the main thread, in this process) while submissions are under way.  The fake
+    holds every API call from the third on until the signal has been sent and 50 ms more, then answers
+    each 20 ms apart: so the interrupt comes while submissions are under way, and a loaded machine would
+    need 16 more round trips before the main thread sees the signal to submit all 20."""
+    arrived, sent = threading.Event(), threading.Event()
+    count, lock = [0], threading.Lock()
 
+    def gate():
+        with lock:
+            count[0] += 1
+            n = count[0]
+        if n >= 3:
+            arrived.set()
+            sent.wait(10)
+            time.sleep(0.02)
 
-def test_ctrl_c_while_submitting_ends_cleanly_with_every_task_in_the_manifest(fake, tmp_path):
-    """Assumes the 20 submissions (0.2 s each on the fake, 2 at a time) are not all done 0.1 s after the
-    third one reached the fake; the fake's delay makes that about 1.7 s of margin for a loaded machine
-    (0.1 s each left 0.8 s, and the interrupt costs only the 0.2 s of the submissions under way)."""
-    fake.request_delay = 0.2
-    env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
-    cmd = [sys.executable, "-m", "sound_bulk", "generate"] + ["p%d" % i for i in range(20)] + [
-        "-o", str(tmp_path), "--json", "--workers", "2"]
-    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True, preexec_fn=_default_sigint)
+    cli_env.api_gate = gate
+
+    def interrupt():
+        arrived.wait(10)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        time.sleep(0.05)
+        sent.set()
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    t = threading.Thread(target=interrupt, daemon=True)
     try:
-        for _ in range(400):  # until submissions are under way (at most 20 s)
-            if len(fake.seen("api", "POST")) >= 3 or proc.poll() is not None:
-                break
-            time.sleep(0.01)
-        time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        t.start()
+        code, out, err = run_cli(["generate"] + ["p%d" % i for i in range(20)] + [
+            "-o", str(tmp_path), "--json", "--workers", "2"], monkeypatch)
     finally:
-        proc.kill()
-    assert proc.returncode == 130, err
+        sent.set()
+        t.join(15)
+        signal.signal(signal.SIGINT, old)
+    assert code == 130, err
     assert "Traceback" not in err and "every created task is in the manifest" in err
     created = {m["task_id"] for m in manifest(tmp_path) if m["event"] == "created"}
-    assert created == set(fake.tasks) and 0 < len(created) < 20
+    assert created == set(cli_env.tasks) and 0 < len(created) < 20
     got = [json.loads(line) for line in out.splitlines()]
     assert [g["prompt"] for g in got] == ["p%d" % i for i in range(20)]  # every prompt reported once
     assert {g["task_id"] for g in got if g["task_id"]} == created
