@@ -5,17 +5,40 @@ byte for byte) and, with the matcher below, the headers the API contract demands
 ``python tests/record_cassettes.py``.
 """
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 
 import pytest
 
-vcr = pytest.importorskip("vcr")
+# vcr patches every HTTP client it can import (requests, urllib3, botocore, httpx ...): it imports them
+# all when it is imported and again for each cassette, ~0.4 s where they are installed.  sound_bulk
+# speaks through http.client alone, the one vcr always patches; the others are shown to vcr as missing.
+_OTHER_HTTP_CLIENTS = ("requests", "urllib3", "botocore", "boto3", "httplib2", "tornado", "aiohttp", "httpx",
+                       "httpx_curl_cffi", "pyreqwest", "httpx2")
+
+
+@contextlib.contextmanager
+def _only_http_client():
+    hidden = [name for name in _OTHER_HTTP_CLIENTS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # `import name` raises ImportError meanwhile
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+with _only_http_client():
+    vcr = pytest.importorskip("vcr")
+    from record_cassettes import CASSETTES, FAKE_BASE_URL, make_vcr  # noqa: E402
 
 import sound_bulk as sb  # noqa: E402
 from fake_api import body_bytes  # noqa: E402
-from record_cassettes import CASSETTES, FAKE_BASE_URL, make_vcr  # noqa: E402
 
 API_ORIGIN = ("127.0.0.1", 48411)
 
@@ -44,7 +67,8 @@ def replay():
         assert os.path.isfile(os.path.join(CASSETTES, name))
         return recorder.use_cassette(name, allow_playback_repeats=False)
 
-    return use
+    with _only_http_client():
+        yield use
 
 
 def client(**kw):
