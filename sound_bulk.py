@@ -657,16 +657,57 @@ class Client:
     def get_results(self, run_ids: "RunIds") -> "Dict[int, RunResult]":
         """Resolve run IDs: ``{run_id: RunResult}``, one entry per requested ID, request order.
 
-        One POST per chunk of at most five IDs.  A chunk whose answer is unusable
-        (after retries) gives ``missing`` results with ``error`` set, and the other
-        chunks are kept; a rejected key raises ``AuthenticationError``.
+        One POST per chunk of at most five IDs, up to ``api_concurrency`` of them
+        under way at once.  A chunk whose answer is unusable (after retries) gives
+        ``missing`` results with ``error`` set, and the other chunks are kept; a
+        rejected key raises ``AuthenticationError``.
         """
         ids = validate_run_ids(run_ids)
         self.reset_unreachable()
         results: "Dict[int, RunResult]" = {}
-        for chunk in chunked(ids):
-            results.update(self._resolve_chunk(chunk))
+        for part in self._resolve_chunks(list(chunked(ids))):
+            results.update(part)
         return results
+
+    def _resolve_chunks(self, chunks: "List[List[int]]") -> "List[Dict[int, RunResult]]":
+        """Each chunk's results, in order: the first alone (it finds a rejected key or an API out of
+        reach in one call's tries), the others from up to the API window's limit of threads.
+
+        The first exception a thread meets stops the others taking new chunks and is raised here once
+        they have stopped; Ctrl-C here stops them too, without waiting for their calls under way."""
+        if not chunks:
+            return []
+        parts = [self._resolve_chunk(chunks[0])] + [{} for _ in chunks[1:]]
+        todo = iter(range(1, len(chunks)))
+        lock = threading.Lock()
+        failed: "List[BaseException]" = []
+
+        def work() -> None:
+            try:
+                while True:
+                    with lock:
+                        i = next(todo, None) if not failed else None
+                    if i is None:
+                        return
+                    parts[i] = self._resolve_chunk(chunks[i])
+            except BaseException as exc:  # handed to the calling thread
+                with lock:
+                    failed.append(exc)
+
+        threads = [threading.Thread(target=work, name="sound_bulk-resolve", daemon=True)
+                   for _ in range(min(self._window.limit, len(chunks) - 1))]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException as exc:
+            with lock:
+                failed.append(exc)  # the others take no new chunk
+            raise
+        if failed:
+            raise failed[0]
+        return parts
 
     def _resolve_chunk(self, chunk: "List[int]") -> "Dict[int, RunResult]":
         try:

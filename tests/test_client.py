@@ -25,7 +25,9 @@ def test_request_is_exactly_what_the_api_expects(fake, client):
     assert all(type(v) is int for v in json.loads(req["body"])["run_ids"])
 
 
-def test_every_requested_id_once_across_chunks_over_one_connection(fake, client):
+def test_every_requested_id_once_across_chunks_over_one_connection(fake, make_client):
+    """With one API call at a time (api_concurrency=1) the three POSTs share one kept-alive connection."""
+    client = make_client(api_concurrency=1)
     ids = list(range(1, 13))
     fake.add_runs(ids[:4])
     fake.add_run(5, "pending", shape="null_url")
