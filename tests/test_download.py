@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import sound_bulk as sb
+from conftest import CHILD_MODULE_DIR
 from fake_api import API_KEY, body_bytes, body_sha256
 
 CAPTURE = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)  # capture_output, text: 3.7+
@@ -290,7 +291,7 @@ def test_memory_does_not_grow_with_file_size(fake, tmp_path):
         before = peak()
         path, size = c.download(77, %r)
         print(size, before, peak())
-    """) % (os.path.dirname(os.path.abspath(sb.__file__)), API_KEY, fake.base_url, str(tmp_path), str(tmp_path))
+    """) % (CHILD_MODULE_DIR, API_KEY, fake.base_url, str(tmp_path), str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", child], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True)
     out, err = proc.communicate(timeout=120)

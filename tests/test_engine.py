@@ -9,7 +9,7 @@ import threading
 import pytest
 
 import sound_bulk as sb
-from conftest import run, lines
+from conftest import CHILD_MODULE_DIR, run, lines
 from fake_api import API_KEY
 
 
@@ -275,8 +275,9 @@ def test_urls_summary_line_and_missing_says_why(env):
 
 def test_runs_in_flight_stay_within_the_window_whatever_the_batch(fake, client, tmp_path):
     """URLs issued but not yet settled never exceed the window (5 x bulk calls + 4 x transfers), so
-    memory follows the window, not the batch (before: every run was resolved at once)."""
-    fake.add_runs(range(1, 101), size=100)
+    memory follows the window, not the batch (before: every run was resolved at once; 50 runs is over
+    twice the bound)."""
+    fake.add_runs(range(1, 51), size=100)
     most = [0]
     settled = [0]
 
@@ -284,8 +285,8 @@ def test_runs_in_flight_stay_within_the_window_whatever_the_batch(fake, client, 
         settled[0] += 1
         most[0] = max(most[0], len(fake.issued) - settled[0])
 
-    outcomes = client.fetch(range(1, 101), str(tmp_path), workers=2, on_outcome=on_outcome)
-    assert [o.status for o in outcomes] == ["saved"] * 100
+    outcomes = client.fetch(range(1, 51), str(tmp_path), workers=2, on_outcome=on_outcome)
+    assert [o.status for o in outcomes] == ["saved"] * 50
     assert most[0] <= 5 * 2 + 4 * 2 + 5
 
 
@@ -457,9 +458,8 @@ def test_a_fetch_imports_neither_logging_nor_concurrent_futures(fake, tmp_path):
             "print([o.status for o in c.fetch([1, 2], %r)])\n"
             "print(sorted(m for m in ('logging', 'concurrent.futures') if m in sys.modules))\n"
             % (API_KEY, fake.base_url, str(tmp_path)))
-    module_dir = os.path.dirname(os.path.abspath(sb.__file__))
-    out = subprocess.check_output([sys.executable, "-S", "-c", code], cwd=module_dir, timeout=60,
-                                  env=dict(os.environ, PYTHONPATH=module_dir), universal_newlines=True)
+    out = subprocess.check_output([sys.executable, "-S", "-c", code], cwd=CHILD_MODULE_DIR, timeout=60,
+                                  env=dict(os.environ, PYTHONPATH=CHILD_MODULE_DIR), universal_newlines=True)
     assert out.splitlines() == ["['saved', 'saved']", "[]"]  # before: ['concurrent.futures', 'logging']
 
 
@@ -482,10 +482,9 @@ def test_the_command_line_process_ignores_ctrl_c_once_its_work_is_done():
             "print('flag raised', flag.raised)\n"
             "os.kill(os.getpid(), signal.SIGINT)\n"
             "print('still here')\n")
-    module_dir = os.path.dirname(os.path.abspath(sb.__file__))
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=module_dir, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-S", "-c", code], cwd=CHILD_MODULE_DIR, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True,
-                            env=dict(os.environ, PYTHONPATH=module_dir),
+                            env=dict(os.environ, PYTHONPATH=CHILD_MODULE_DIR),
                             preexec_fn=_default_sigint)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
