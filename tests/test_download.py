@@ -14,8 +14,6 @@ import sound_bulk as sb
 from conftest import CHILD_MODULE_DIR
 from fake_api import API_KEY, body_bytes, body_sha256
 
-CAPTURE = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)  # capture_output, text: 3.7+
-
 
 def sha(path):
     with open(path, "rb") as f:
@@ -334,7 +332,9 @@ def test_bytes_are_fsynced_before_the_file_gets_its_name(fake, client, tmp_path,
 @pytest.mark.skipif(os.name != "posix", reason="POSIX process check")
 def test_temp_files_of_killed_runs_are_swept_and_live_ones_kept(fake, client, tmp_path):
     fake.add_run(5, size=1000)
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **CAPTURE).stdout.strip()
+    ended = subprocess.Popen([sys.executable, "-I", "-S", "-c", ""])  # a process ID that is gone
+    ended.wait(60)
+    gone = ended.pid
     stale = tmp_path / (".5.%s-0badcafe.part" % gone)
     live = tmp_path / (".5.%d-0123abcd.part" % os.getpid())
     mine = tmp_path / "notes.part"
