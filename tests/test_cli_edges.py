@@ -89,21 +89,19 @@ def test_out_that_is_a_file_is_a_usage_error_before_any_request(env, tmp_path, c
 def test_usage_line_names_the_command_as_typed(tmp_path):
     """`python -m sound_bulk` and an installed `sound-bulk` script (the form pip writes: import the module,
     call console_main) each see their own name; `python sound_bulk.py` is checked by
-    test_help_fits_a_real_terminal_of_60_columns.  The `-m` form runs a lone copy on a bare interpreter
-    (-S, no PYTHONPATH): what a locked-down host runs (in CI under every version, 3.6 included)."""
-    lone = tmp_path / "lone"
-    lone.mkdir()
-    shutil.copy(MODULE, str(lone / "sound_bulk.py"))
-    bare_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    test_help_fits_a_real_terminal_of_60_columns (on a lone copy, -I).  Both children here run -S: the
+    module needs only the standard library (a lone copy on `python -S` fetching:
+    test_portable.py::test_bare_interpreter_fetch_from_a_lone_copy_saves_files)."""
     script = tmp_path / "sound-bulk"
     script.write_text("import sys\nsys.path.insert(0, %r)\nimport sound_bulk\nsound_bulk.console_main()\n"
                       % MODULE_DIR)
-    # (argv, cwd, env, exit status, where the usage line goes, its pattern); -S: no site-packages needed
-    forms = [(["-S", "-m", "sound_bulk", "--help"], str(lone), bare_env, 0, 0, r"usage: \S*python\S* -m sound_bulk "),
-             (["-S", str(script), "--bogus"], MODULE_DIR, None, 2, 1, r"usage: sound-bulk ")]
-    procs = [subprocess.Popen([sys.executable] + args, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for args, cwd, env, _, _, _ in forms]
-    for proc, (args, _, _, status, stream, pattern) in zip(procs, forms):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    # (argv, exit status, where the usage line goes, its pattern)
+    forms = [(["-S", "-m", "sound_bulk", "--help"], 0, 0, r"usage: \S*python\S* -m sound_bulk "),
+             (["-S", str(script), "--bogus"], 2, 1, r"usage: sound-bulk ")]
+    procs = [subprocess.Popen([sys.executable] + args, cwd=MODULE_DIR, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for args, _, _, _ in forms]
+    for proc, (args, status, stream, pattern) in zip(procs, forms):
         outputs = [o.decode() for o in proc.communicate(timeout=60)]
         assert proc.returncode == status, outputs
         assert "Traceback" not in outputs[1], outputs
@@ -324,8 +322,9 @@ def test_public_arguments_are_documented():
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pty")
 def test_help_fits_a_real_terminal_of_60_columns(tmp_path):
     """No $COLUMNS: the width comes from the terminal itself (a pty set to 60 columns).  The child is
-    also `python -I sb.py` from a folder holding only that file (a renamed copy): the usage line names
-    the script as typed, and the module needs nothing but an isolated interpreter (no site, no PYTHONPATH)."""
+    also `python -I -S sb.py` from a folder holding only that file (a renamed copy): the usage line names
+    the script as typed, and the module needs nothing but a bare interpreter (no PYTHON* variables, no
+    site-packages)."""
     import fcntl
     import pty
     import select
@@ -335,7 +334,7 @@ def test_help_fits_a_real_terminal_of_60_columns(tmp_path):
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 60, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen([sys.executable, "-I", "sb.py", "generate", "--help"], cwd=str(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "sb.py", "generate", "--help"], cwd=str(tmp_path),
                             stdin=slave, stdout=slave, stderr=slave, env=env)
     os.close(slave)
     chunks = []
