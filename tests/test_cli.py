@@ -5,10 +5,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
+import sound_bulk as sb
 from conftest import TTY, run, lines
 from conftest import CHILD_MODULE_DIR, THOROUGH
 from fake_api import API_KEY, body_sha256
@@ -198,15 +200,21 @@ def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path, signum):
-    """Timing assumed: the child ends within 5 s of the signal (it needs a fraction of a second; the
-    stalled downloads would take 30 s).  The signal is sent once run 1 is saved and the fake holds back
-    the bodies of runs 2 and 3 after their headers: both downloads are mid-way, temp files open."""
+def _two_downloads_held_back(fake):
+    """Run 1 downloads at once; runs 2 and 3 get their headers, then their bodies are held back 30 s."""
     fake.add_run(1, size=50_000)
     fake.add_runs([2, 3], size=2_000_000)
     fake.slow_delay = 30
     fake.storage_faults.update({2: ["slow"], 3: ["slow"]})
+
+
+def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path):
+    """A real Ctrl-C (SIGINT) to a real `python -m sound_bulk fetch`.  Timing assumed: the child ends
+    within 5 s of the signal (it needs a fraction of a second; the stalled downloads would take 30 s).
+    The signal is sent once run 1 is saved and the fake holds back the bodies of runs 2 and 3 after their
+    headers: both downloads are mid-way, temp files open.  SIGTERM: the next test."""
+    signum = signal.SIGINT
+    _two_downloads_held_back(fake)
     env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
     cmd = PYTHON_S + ["-m", "sound_bulk", "fetch", "1", "2", "3", "-o", str(tmp_path), "--json"]
     proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, **CAPTURE,
@@ -236,6 +244,57 @@ def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path, sig
         code, out, err = run(cmd[cmd.index("sound_bulk") + 1:])
     assert code == 0, err
     assert [o["status"] for o in lines(out)] == ["skipped", "saved", "saved"]
+
+
+class _Unmapped(Exception):
+    pass
+
+
+def _unmapped(signum, frame):
+    raise _Unmapped("SIGTERM reached the run unmapped (console_main maps it to Ctrl-C)")
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="sends a signal to this process's main thread")
+def test_interrupt_by_sigterm_ends_the_run_like_ctrl_c(fake, tmp_path, monkeypatch, capsys):
+    """console_main (the `sound-bulk` entry point) maps SIGTERM to Ctrl-C: a real SIGTERM, sent to this
+    process while runs 2 and 3 are held back mid-way, ends the run promptly with status 130, no partial
+    file.  In this process (one interpreter start less; the previous test sends Ctrl-C to a child): a
+    handler set here first turns a SIGTERM that console_main left unmapped into a test failure instead of
+    the end of the test run.  Timing assumed: the run ends within 5 s of the signal."""
+    _two_downloads_held_back(fake)
+    monkeypatch.setenv("CAMB_API_KEY", API_KEY)
+    monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
+    monkeypatch.setattr(sys, "argv", ["sound-bulk", "fetch", "1", "2", "3", "-o", str(tmp_path), "--json"])
+    done, sent = threading.Event(), []
+
+    def terminate():
+        deadline = time.monotonic() + 20
+        while not done.is_set() and time.monotonic() < deadline:
+            if fake.stalled == 2 and os.path.exists(str(tmp_path / "1.wav")):
+                sent.append(time.monotonic())
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+                return
+            time.sleep(0.005)
+
+    old = signal.signal(signal.SIGTERM, _unmapped)
+    sender = threading.Thread(target=terminate)
+    try:
+        sender.start()
+        with pytest.raises(SystemExit) as exit_:
+            sb.console_main()
+        ended = time.monotonic()
+        done.set()
+        sender.join(30)  # only then is the old handler back: nothing can send SIGTERM after that
+    finally:
+        done.set()
+        signal.signal(signal.SIGTERM, old)
+    out, err = capsys.readouterr()
+    assert sent, "not under way: %d stalled, %s on disk; %s" % (fake.stalled, os.listdir(str(tmp_path)), err)
+    assert exit_.value.code == 130, err
+    assert ended - sent[0] < 5
+    assert "Traceback" not in err and "interrupted" in err
+    assert [(o["run_id"], o["status"]) for o in lines(out)] == [(1, "saved"), (2, "error"), (3, "error")]
+    assert sorted(os.listdir(str(tmp_path))) == ["1.wav"]  # no partial file, no temp file
 
 
 def test_offline_demo_works(tmp_path, capfd, monkeypatch):
