@@ -276,6 +276,8 @@ def test_interrupt_by_sigterm_ends_the_run_like_ctrl_c(fake, tmp_path, monkeypat
                 return
             time.sleep(0.005)
 
+    was_cli = sb._CLI_PROCESS[0]  # console_main marks the process as the CLI's: put that back too
+    old_int = signal.getsignal(signal.SIGINT)  # the CLI leaves both ignored on its way out: put them back
     old = signal.signal(signal.SIGTERM, _unmapped)
     sender = threading.Thread(target=terminate)
     try:
@@ -288,6 +290,8 @@ def test_interrupt_by_sigterm_ends_the_run_like_ctrl_c(fake, tmp_path, monkeypat
     finally:
         done.set()
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
+        sb._CLI_PROCESS[0] = was_cli
     out, err = capsys.readouterr()
     assert sent, "not under way: %d stalled, %s on disk; %s" % (fake.stalled, os.listdir(str(tmp_path)), err)
     assert exit_.value.code == 130, err

@@ -99,15 +99,17 @@ def test_without_os_kill_temp_files_of_other_runs_are_kept(cli_env, tmp_path, mo
 
 def test_console_main_without_sigterm(cli_env, tmp_path, monkeypatch):
     """The entry point maps SIGTERM to Ctrl-C where there is one; where there is none it just runs."""
-    before = signal.getsignal(signal.SIGTERM)
+    before, before_int, was_cli = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), sb._CLI_PROCESS[0]
     monkeypatch.delattr(signal, "SIGTERM")
     cli_env.add_run(1)
     monkeypatch.setattr(sys, "argv", ["sound-bulk", "fetch", "1", "-o", str(tmp_path), "-q"])
     try:
         with pytest.raises(SystemExit) as exit_:
             sb.console_main()
-    finally:
+    finally:  # the CLI leaves Ctrl-C ignored on its way out and marks the process as its own: not for the tests after
         signal.signal(signal.Signals.SIGTERM, before)
+        signal.signal(signal.SIGINT, before_int)
+        sb._CLI_PROCESS[0] = was_cli
     assert exit_.value.code == 0
     assert os.listdir(str(tmp_path)) == ["1.wav"]
 
