@@ -213,7 +213,6 @@ def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path):
     within 5 s of the signal (it needs a fraction of a second; the stalled downloads would take 30 s).
     The signal is sent once run 1 is saved and the fake holds back the bodies of runs 2 and 3 after their
     headers: both downloads are mid-way, temp files open.  SIGTERM: the next test."""
-    signum = signal.SIGINT
     _two_downloads_held_back(fake)
     env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
     cmd = PYTHON_S + ["-m", "sound_bulk", "fetch", "1", "2", "3", "-o", str(tmp_path), "--json"]
@@ -225,7 +224,7 @@ def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path):
             pytest.fail("not under way: %d stalled, %s on disk, %d storage requests; child said %r" % (
                 fake.stalled, os.listdir(str(tmp_path)), len(fake.seen("storage")), proc.communicate(timeout=20)))
         started = time.monotonic()
-        proc.send_signal(signum)
+        proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
         took = time.monotonic() - started
     finally:
