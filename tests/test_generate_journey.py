@@ -277,8 +277,8 @@ def test_json_stays_in_prompt_order(cli_env, tmp_path, monkeypatch):
 def test_ctrl_c_while_submitting_ends_cleanly_with_every_task_in_the_manifest(cli_env, tmp_path, monkeypatch):
     """Ctrl-C (SIGINT to the main thread, in this process) while submissions are under way.  The fake
     holds every API call from the third on until the signal has been sent and 50 ms more, then answers
-    each 20 ms apart: so the interrupt comes while submissions are under way, and a loaded machine would
-    need 16 more round trips before the main thread sees the signal to submit all 20."""
+    each after 50 ms: so the interrupt comes while submissions are under way, and all 20 would be
+    submitted only if the main thread did not see the signal for 8 rounds of 2 such calls (0.4 s)."""
     arrived, sent = threading.Event(), threading.Event()
     count, lock = [0], threading.Lock()
 
@@ -289,7 +289,7 @@ def test_ctrl_c_while_submitting_ends_cleanly_with_every_task_in_the_manifest(cl
         if n >= 3:
             arrived.set()
             sent.wait(10)
-            time.sleep(0.02)
+            time.sleep(0.05)
 
     cli_env.api_gate = gate
 
