@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import sound_bulk as sb
+from conftest import CHILD_MODULE_DIR
 from fake_api import API_KEY, body_sha256
 
 CAPTURE = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)  # capture_output, text: 3.7+
@@ -115,11 +116,11 @@ def test_console_main_without_sigterm(cli_env, tmp_path, monkeypatch):
 
 
 def test_bare_interpreter_fetch_from_a_lone_copy_saves_files(fake, tmp_path):
-    """`python -S -m sound_bulk fetch` from a folder holding only the file: what a locked-down host runs
-    (in CI this runs under every version, 3.6 included)."""
-    lone = tmp_path / "lone"
-    lone.mkdir()
-    shutil.copy(sb.__file__, str(lone / "sound_bulk.py"))
+    """`python -S -m sound_bulk fetch` from a folder holding only the file (and the .pyc Python would
+    write there on a first run, copied from conftest's compiled copy, so this child does not compile the
+    module again): what a locked-down host runs (in CI this runs under every version, 3.6 included)."""
+    lone = str(tmp_path / "lone")
+    shutil.copytree(CHILD_MODULE_DIR, lone)  # copy2: the file's time kept, so its .pyc stays valid
     fake.add_run(11, size=5000)
     fake.add_run(12, size=7000, kind="mp3")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
