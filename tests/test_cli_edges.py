@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import fake_api
-from conftest import CHILD_MODULE_DIR, THOROUGH
+from conftest import CHILD_MODULE_DIR, THOROUGH, any_text
 import sound_bulk as sb
 from fake_api import API_KEY
 
@@ -219,8 +219,8 @@ WORDS = ["fetch", "urls", "generate", "-", "--json", "-q", "-v", "--timeout", "-
 
 @settings(max_examples=2000 if THOROUGH else 25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(argv=st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=12)), max_size=7),
-       stdin=st.text(max_size=20))
+@given(argv=st.lists(st.one_of(st.sampled_from(WORDS), any_text(12)), max_size=7),
+       stdin=any_text(20))
 @example(argv=["generate", "--from-file", "a\x00"], stdin="")  # open() raised ValueError: embedded null byte
 @example(argv=["fetch", "--manifest", "\x00"], stdin="")
 @example(argv=["fetch", "-", "-o", "\x00"], stdin="1")
