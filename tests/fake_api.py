@@ -446,8 +446,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status = fault[1] if len(fault) > 1 else 502
             self._send(status, b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
                        "text/html")
-        elif kind == "body":
-            self._send(200, fault[1])
+        elif kind == "body":  # ("body", bytes[, status]): any body, 200 unless said
+            self._send(fault[2] if len(fault) > 2 else 200, fault[1])
         elif kind == "redirect":
             status, where = fault[1], fault[2]
             target = {"cross": self.fake.storage_origin + "/apis/text-to-sound-results",
