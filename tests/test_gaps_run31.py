@@ -1,8 +1,9 @@
 """Gaps a mutation run (tools/mutate.py --seed 31, on main 810e916) showed: the suite passed with these wrong.
 
 Each test names what it guards; together they kill mutants #65, #341, #739, #1429, #1500, #1665, #1783, #1812,
-#1868, #1891, #2449, #2744, #3857 and #3983 of that run (checked one by one with SOUND_BULK_UNDER_TEST)."""
+#1868, #1891, #2449, #2744, #3857, #3983 and #4181 of that run (checked one by one with SOUND_BULK_UNDER_TEST)."""
 
+import io
 import json
 import logging
 import os
@@ -153,3 +154,43 @@ def test_fetch_help_shows_its_examples_with_the_command_name():
     words = out.split()
     prog = " ".join(words[1:words.index("fetch")])  # "usage: python -m sound_bulk fetch ...": the name as run
     assert "\n  %s fetch 101 102 103 -o sounds\n" % prog in out and "{prog}" not in out
+
+
+class _FlushedOnly(io.StringIO):
+    """A terminal that shows what has been flushed, as a real one shows a stream's buffer only then."""
+
+    def __init__(self):
+        super().__init__()
+        self.shown = ""
+
+    def isatty(self):
+        return True
+
+    def flush(self):
+        self.shown = self.getvalue()
+
+
+class _Results(io.StringIO):
+    """Standard output that notes what the terminal showed when each result line came."""
+
+    def __init__(self, terminal):
+        super().__init__()
+        self.terminal, self.seen = terminal, []
+
+    def write(self, text):
+        self.seen.append(self.terminal.shown)
+        return super().write(text)
+
+
+def test_the_progress_line_is_off_the_terminal_before_a_result_line_comes(fake, tmp_path, monkeypatch):
+    """fetch's progress line ("N/M files ...") is cleared, and the clearing flushed, before a result line is
+    written: else the result would appear under a stale progress line."""
+    monkeypatch.setenv("CAMB_API_KEY", API_KEY)
+    fake.add_runs([1, 2, 3], size=200_000)
+    err = _FlushedOnly()
+    out = _Results(err)
+    code = sb.main(["fetch", "1", "2", "3", "-o", str(tmp_path), "--base-url", fake.base_url],
+                   stdin=io.StringIO(""), stdout=out, stderr=err)
+    assert code == 0 and len(out.getvalue().splitlines()) == 3
+    assert any(" files " in shown for shown in out.seen)  # a progress line was up before some result
+    assert all(" files " not in shown.rsplit("\r\x1b[K", 1)[-1] for shown in out.seen)
