@@ -91,6 +91,29 @@ def _compiled_copy_for_children():
 CHILD_MODULE_DIR = _compiled_copy_for_children()
 
 
+def hold_api_calls(fake, count, skip=0, then=0.0, wait=5.0):
+    """After the first ``skip`` API requests, the next ``count`` wait (at most ``wait`` s) in the fake until
+    ``count`` are in the server, then ``then`` seconds more, so whatever can be under way alongside them is."""
+    import threading
+    lock = threading.Lock()
+    arrived = [0]
+    together = threading.Event()
+
+    def gate():
+        with lock:
+            arrived[0] += 1
+            n = arrived[0] - skip
+        if n < 1 or n > count:
+            return
+        if n == count:
+            together.set()
+        together.wait(wait)
+        if then:
+            threading.Event().wait(then)
+
+    fake.api_gate = gate
+
+
 class Sleeps:
     """A fake sleep that records every wait and moves a fake clock."""
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 import sound_bulk as sb
-from conftest import CHILD_MODULE_DIR, run, lines
+from conftest import CHILD_MODULE_DIR, run, lines, hold_api_calls
 from fake_api import API_KEY
 
 
@@ -156,40 +156,18 @@ def test_window_pause_holds_every_caller_and_a_full_window_blocks():
     assert ft.waits == [2.5]
 
 
-def _hold_first(fake, count, then=0.0):
-    """The first ``count`` API requests wait (at most 5 s) until ``count`` are in the server, then ``then``
-    seconds more, so whatever can be under way alongside them is."""
-    lock = threading.Lock()
-    arrived = [0]
-    together = threading.Event()
-
-    def gate():
-        with lock:
-            arrived[0] += 1
-            n = arrived[0]
-        if n > count:
-            return
-        if n == count:
-            together.set()
-        together.wait(5)
-        if then:
-            threading.Event().wait(then)
-
-    fake.api_gate = gate
-
-
 def test_bulk_calls_run_concurrently_up_to_the_limit(fake, make_client, tmp_path):
     """The first 3 bulk calls are held until all 3 are in the server (before: 2 at most, so they gave up
     after 5 s and the peak was 2).  Then, with 3 workers, the first 3 calls are held 50 ms longer: a 4th
     call the client should not make would be seen (on a loaded machine it may come later; the limit is
     then checked less sharply, never wrongly)."""
     fake.add_runs(range(1, 21), size=100)
-    _hold_first(fake, 3)
+    hold_api_calls(fake, 3)
     outcomes = make_client(api_concurrency=8).fetch(range(1, 16), str(tmp_path), workers=8)  # 3 calls
     assert {o.status for o in outcomes} == {"saved"}
     assert fake.api_peak == 3  # before: 2 at most
     fake.api_peak = 0
-    _hold_first(fake, 3, then=0.05)
+    hold_api_calls(fake, 3, then=0.05)
     outcomes = make_client().fetch(range(1, 21), str(tmp_path / "b"), workers=3)  # 4 calls
     assert fake.api_peak <= 3  # never more than `workers` connections to the API
 

@@ -1,30 +1,10 @@
 """get_results (and so the `urls` command) makes its bulk calls concurrently, up to api_concurrency, after a
 first call alone (issue 9: resolution must keep up at real latency, not one round trip per 5 IDs)."""
 
-import threading
-
 import pytest
 
 import sound_bulk as sb
-
-
-def _hold(fake, count, skip=1):
-    """After the first ``skip`` API requests, the next ``count`` wait (at most 3 s) until ``count`` are in."""
-    lock = threading.Lock()
-    arrived = [0]
-    together = threading.Event()
-
-    def gate():
-        with lock:
-            arrived[0] += 1
-            n = arrived[0] - skip
-        if n < 1 or n > count:
-            return
-        if n == count:
-            together.set()
-        together.wait(3)
-
-    fake.api_gate = gate
+from conftest import hold_api_calls
 
 
 def test_bulk_calls_after_the_first_run_concurrently_up_to_the_limit(fake, make_client):
@@ -32,7 +12,7 @@ def test_bulk_calls_after_the_first_run_concurrently_up_to_the_limit(fake, make_
     server; one at a time, each would wait 3 s and the peak would be 1."""
     ids = list(range(1, 56))
     fake.add_runs(ids[:50])
-    _hold(fake, 4)
+    hold_api_calls(fake, 4, skip=1, wait=3)
     out = make_client(api_concurrency=4).get_results(ids)
     assert list(out) == ids  # request order, whatever order the answers came in
     assert [out[i].status for i in (1, 25, 50, 51, 55)] == ["ready"] * 3 + ["missing"] * 2
