@@ -2406,10 +2406,18 @@ class _Writer:
         self.size += len(data)
         if self.size - self._flushed >= self.WRITEBACK_STEP and not (self._behind and self._behind.is_alive()):
             self._flushed = self.size
-            fd = os.dup(self.file.fileno())  # closed by the thread: this file may be closed first
-            self._behind = threading.Thread(target=self._write_behind, args=(fd, self.size),
-                                            name="sound_bulk-write-behind", daemon=True)
-            self._behind.start()
+            try:
+                fd = os.dup(self.file.fileno())  # closed by the thread: this file may be closed first
+            except OSError:
+                return  # no descriptor to spare: the final fsync does it all
+            behind = threading.Thread(target=self._write_behind, args=(fd, self.size),
+                                      name="sound_bulk-write-behind", daemon=True)
+            try:
+                behind.start()
+            except RuntimeError:  # no thread to spare: likewise
+                os.close(fd)
+                return
+            self._behind = behind
 
     def _write_behind(self, fd: int, end: int) -> None:
         try:

@@ -82,3 +82,26 @@ def test_without_fdatasync_or_posix_fadvise_big_files_still_download(fake, clien
     monkeypatch.setattr(os, "POSIX_FADV_DONTNEED", 4, raising=False)
     path, _ = client.download(6, str(tmp_path))
     assert sha(path) == body_sha256(6, 9 * MIB)
+
+
+@pytest.mark.parametrize("short_of", ["descriptors", "threads"])
+def test_no_descriptor_or_thread_to_spare_leaves_the_writing_to_the_final_fsync(fake, client, tmp_path,
+                                                                                monkeypatch, short_of):
+    """A process at its limit of open files (os.dup: EMFILE) or of threads still downloads: the write-behind
+    is only a head start, never a reason for a transfer to fail."""
+    if short_of == "descriptors":
+        def dup(fd):
+            raise OSError(errno.EMFILE, "Too many open files")
+        monkeypatch.setattr(os, "dup", dup)
+    else:
+        real_start = threading.Thread.start
+
+        def start(self):  # the servers' and the client's other threads start as usual
+            if self.name == "sound_bulk-write-behind":
+                raise RuntimeError("can't start new thread")
+            return real_start(self)
+        monkeypatch.setattr(threading.Thread, "start", start)
+    fake.add_run(5, size=9 * MIB)
+    path, size = client.download(5, str(tmp_path))
+    assert size == 9 * MIB and sha(path) == body_sha256(5, 9 * MIB)
+    assert len(fake.seen("storage")) == 1  # one transfer, not one broken off and resumed
