@@ -535,7 +535,6 @@ def backoff(attempt: int, rand: "Rand") -> float:
 
 
 def saved_path(out_dir: str, run_id: int) -> "Optional[str]":
-
     """The path of a run already saved in ``out_dir`` (any known extension), else None."""
     for ext in AUDIO_EXTENSIONS:
         path = os.path.join(out_dir, "%d%s" % (run_id, ext))
@@ -1037,7 +1036,6 @@ def generate(client: Client, prompts: "Iterable[str]", out_dir: str = ".", *, du
              on_outcome: "Optional[OnPromptOutcome]" = None, project_name: "Optional[str]" = None,
              project_description: "Optional[str]" = None, folder_id: "Optional[int]" = None,
              on_status: "Optional[OnStatus]" = None) -> "List[PromptOutcome]":
-
     """Prompts in, audio files out: create tasks, poll them, resolve and download the runs.
 
     Every task created is recorded in ``out_dir/sound_bulk-manifest.jsonl``
@@ -3672,6 +3670,25 @@ class _Console:
         stream.write(text)
 
 
+class _StatusLine:
+    """The one line on a terminal that says what a command is doing or waiting for (``_Progress`` for fetch,
+    generate's waits): redrawn in place, cleared (and the clearing flushed) before a result line."""
+
+    def __init__(self, stream: "TextIO") -> None:
+        self.stream, self.shown = stream, False
+
+    def show(self, text: "str") -> None:
+        self.stream.write("\r\x1b[K" + text)
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
 class _Progress:
     """The one status line on a terminal: files done / total, bytes, rate; or what ``--wait`` waits for.
     ``clear`` it before printing a result line; the next event draws it again."""
@@ -3679,11 +3696,11 @@ class _Progress:
     status: "Optional[str]"
 
     def __init__(self, stream: "TextIO", total: "int") -> None:
-        self.stream, self.total = stream, total
+        self.total = total
         self.done = self.bytes = 0
         self.started = self._drawn = time.monotonic()
         self.status = None  # a waiting message, shown instead of the counts until the next run settles
-        self.shown = False
+        self.line = _StatusLine(stream)
         self._lock = threading.Lock()
 
     def add_bytes(self, n: "int") -> None:
@@ -3710,16 +3727,11 @@ class _Progress:
         if text is None:
             rate = self.bytes / max(now - self.started, 1e-6)
             text = "%d/%d files  %s  %s/s" % (self.done, self.total, _human_bytes(self.bytes), _human_bytes(rate))
-        self.stream.write("\r\x1b[K" + text)
-        self.stream.flush()
-        self.shown = True
+        self.line.show(text)
 
     def clear(self) -> None:
         with self._lock:
-            if self.shown:
-                self.stream.write("\r\x1b[K")
-                self.stream.flush()
-                self.shown = False
+            self.line.clear()
 
     finish = clear
 
@@ -3755,8 +3767,6 @@ def _outcome_line(o: "Union[FetchOutcome, PromptOutcome]") -> str:
     detail = o.path if o.path else (o.error or "")
     if o.path and o.bytes is not None:
         detail = "%s (%s)" % (o.path, _human_bytes(o.bytes))
-    if o.path and o.error:
-        detail += "  " + o.error
     return "%-12s %-8s %s" % (o.run_id if o.run_id is not None else "-", o.status, detail)
 
 
@@ -3767,12 +3777,7 @@ def _report_outcomes(console: "_Console", outcomes: "Sequence[FetchOutcome]", st
 def _report(console: "_Console", outcomes: "Sequence[Union[FetchOutcome, PromptOutcome]]", started: "float",
             noun: str, line: "Callable[[Any], str]") -> int:
     """The summary message of fetch and generate (and, with -q, each problem's line); the exit status."""
-    counts: "Dict[str, int]" = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
-    order = ("saved", "skipped", "pending", "missing", "failed", "error")
-    summary = ", ".join(_plural(counts[s], s) if s == "error" else "%d %s" % (counts[s], s)
-                        for s in order if s in counts)
+    summary = _count_statuses(outcomes, ("saved", "skipped", "pending", "missing", "failed", "error"))
     size = sum(o.bytes or 0 for o in outcomes if o.status == "saved")
     console.say("%s (%s, %s saved in %.1f s)" % (summary, _plural(len(outcomes), noun),
                                                  _human_bytes(size), time.monotonic() - started))
@@ -3781,6 +3786,14 @@ def _report(console: "_Console", outcomes: "Sequence[Union[FetchOutcome, PromptO
             if not o.ok:
                 console.problem(line(o))
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_INCOMPLETE
+
+
+def _count_statuses(outcomes: "Sequence[Union[FetchOutcome, PromptOutcome]]", order: "Sequence[str]") -> str:
+    """"3 saved, 1 failed, 2 errors": how many outcomes have each status, in ``order``, the absent left out."""
+    counts: "Dict[str, int]" = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    return ", ".join(_plural(counts[s], s) if s == "error" else "%d %s" % (counts[s], s) for s in order if s in counts)
 
 
 def _cmd_fetch(args: "argparse.Namespace", console: "_Console", stdin: "TextIO") -> int:
@@ -3877,10 +3890,7 @@ def _cmd_urls(args: "argparse.Namespace", console: "_Console", stdin: "TextIO") 
         console.stdout.write(_json().dumps({"run_id": rid, "status": r.status, "url": r.url, "error": error}) + "\n")
     console.stdout.flush()
     _say_unreachable(console, client, rows)
-    counts: "Dict[str, int]" = {}
-    for row in rows:
-        counts[row.status] = counts.get(row.status, 0) + 1
-    summary = ", ".join("%d %s" % (counts[k], k) for k in (READY, PENDING, FAILED, MISSING) if k in counts)
+    summary = _count_statuses(rows, (READY, PENDING, FAILED, MISSING))
     console.say("%s (%s in %.1f s)" % (summary, _plural(len(rows), "run"), time.monotonic() - started))
     return EXIT_OK if all(results[rid].ready for rid in run_ids) else EXIT_INCOMPLETE
 
@@ -3911,24 +3921,6 @@ def _prompt_line(o: "PromptOutcome") -> str:
     """fetch's layout (run ID, status, path and size or the error), then the prompt."""
     prompt = o.prompt if len(o.prompt) <= 60 else o.prompt[:57] + "..."
     return "%s  \"%s\"" % (_outcome_line(o), prompt)
-
-
-class _StatusLine:
-    """The one line on a terminal that says what ``generate`` waits for; cleared before results."""
-
-    def __init__(self, stream: "TextIO") -> None:
-        self.stream, self.shown = stream, False
-
-    def show(self, text: "str") -> None:
-        self.stream.write("\r\x1b[K" + text)
-        self.stream.flush()
-        self.shown = True
-
-    def clear(self) -> None:
-        if self.shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self.shown = False
 
 
 def _cmd_generate(args: "argparse.Namespace", console: "_Console", stdin: "TextIO") -> int:
