@@ -46,14 +46,14 @@ __all__ = [
     "manifest_run_ids", "prompt_keys", "main",
 ]
 
-import collections  # already imported by threading: free
 import os
 import sys
-import threading
 import time
 
-# Heavier modules (json, http.client, ssl, logging, argparse, concurrent.futures) are
-# imported where they are first needed, so that ``import sound_bulk`` stays cheap.
+# Everything else (threading, json, http.client, ssl, argparse, ...) is imported where it is first
+# needed, so that ``import sound_bulk`` stays cheap: threading alone costs more than this whole file
+# on some versions (it brings functools and collections), and ``--help``, a bad argument or a
+# notebook's ``import`` should not pay for threads they never start.
 
 # Annotations are strings, and the names in them come from `typing` only while a type checker reads
 # the file (TYPE_CHECKING is False at run time, and mypy takes any `if TYPE_CHECKING:` as true).
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     import queue
     import socket
     import ssl
+    import threading
     import types
     from concurrent.futures import Future, ThreadPoolExecutor
     from typing import (Any, AnyStr, BinaryIO, Callable, Deque, Dict, Final, Iterable, Iterator, List, Literal,
@@ -674,6 +675,7 @@ class Client:
 
         The first exception a thread meets stops the others taking new chunks and is raised here once
         they have stopped; Ctrl-C here stops them too, without waiting for their calls under way."""
+        import threading
         if not chunks:
             return []
         parts = [self._resolve_chunk(chunks[0])] + [{} for _ in chunks[1:]]
@@ -950,6 +952,7 @@ class Manifest:
     """
 
     def __init__(self, path: str) -> None:
+        import threading
         self.path = path
         self._lock = threading.Lock()
 
@@ -1826,6 +1829,7 @@ class _Pool:
     """Idle kept-alive connections per origin, shared by threads."""
 
     def __init__(self, client: "Client") -> None:
+        import threading
         self._client = client
         self._idle: "Dict[Origin, List[http.client.HTTPConnection]]" = {}
         self._busy: "Set[http.client.HTTPConnection]" = set()
@@ -2068,6 +2072,7 @@ class _CallWindow:
     """
 
     def __init__(self, limit: int, clock: "Clock", sleep: "Sleep") -> None:
+        import threading
         self.limit = limit
         self.size = float(limit)
         self.active = 0
@@ -2408,6 +2413,7 @@ class _Writer:
                 fd = os.dup(self.file.fileno())  # closed by the thread: this file may be closed first
             except OSError:
                 return  # no descriptor to spare: the final fsync does it all
+            import threading
             behind = threading.Thread(target=self._write_behind, args=(fd, self.size),
                                       name="sound_bulk-write-behind", daemon=True)
             try:
@@ -2604,6 +2610,7 @@ class _InterruptFlag:
 
     def __enter__(self) -> "_InterruptFlag":
         import signal
+        import threading
         if not _InterruptFlag._stack and threading.current_thread() is threading.main_thread():
             for name in ("SIGINT", "SIGTERM"):
                 signum = getattr(signal, name, None)
@@ -2636,6 +2643,7 @@ class _Inbox:
     """The completion queue: crews put what they finished, the calling thread takes it all at once."""
 
     def __init__(self) -> None:
+        import threading
         self._cond = threading.Condition(threading.Lock())
         self._items: "List[Tuple[str, Any, Any, Optional[BaseException]]]" = []
 
@@ -2659,6 +2667,7 @@ class _Crew:
 
     def __init__(self, kind: str, size: int, work: "Callable[[Any], Any]", inbox: "_Inbox",
                  batch: bool = False) -> None:
+        import threading
         self.kind, self.size, self.work, self.inbox, self.batch = kind, size, work, inbox, batch
         self._queue: "List[Any]" = []
         self._head = 0
@@ -2675,6 +2684,7 @@ class _Crew:
                 return
             if len(self._threads) >= self.size:
                 return
+            import threading
             thread = threading.Thread(target=self._serve, name="sound_bulk-%s" % self.kind, daemon=True)
             self._threads.append(thread)
         thread.start()
@@ -2761,6 +2771,8 @@ class _Fetch:
                  progress: "Optional[Progress]", on_outcome: "Optional[OnFetchOutcome]",
                  cancel: "Optional[threading.Event]",
                  on_wait: "Optional[OnWait]" = None) -> None:
+        import collections
+        import threading
         self.client, self.ids, self.out_dir = client, ids, out_dir
         self.wait = wait
         self.progress, self.on_outcome, self.on_wait = progress, on_outcome, on_wait
@@ -3043,6 +3055,7 @@ class _Generate:
                  workers: "int", wait: "float", resubmit: "bool",
                  on_outcome: "Optional[OnPromptOutcome]",
                  on_status: "Optional[OnStatus]") -> None:
+        import threading
         self.client, self.payloads, self.keys, self.out_dir = client, payloads, keys, out_dir
         self.workers, self.wait, self.resubmit = workers, wait, resubmit
         self.on_outcome, self.on_status = on_outcome, on_status
@@ -3696,6 +3709,7 @@ class _Progress:
     status: "Optional[str]"
 
     def __init__(self, stream: "TextIO", total: "int") -> None:
+        import threading
         self.total = total
         self.done = self.bytes = 0
         self.started = self._drawn = time.monotonic()
