@@ -3476,6 +3476,22 @@ already saved there is skipped without any request. --wait keeps asking for runs
 ready yet."""
 
 
+def _terminal_columns() -> int:
+    """The width shutil.get_terminal_size() gives ($COLUMNS, else standard output's terminal, else 80)
+    without importing shutil, which brings bz2, lzma and fnmatch: every command builds its parser."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    stdout = sys.__stdout__  # None under pythonw; its fileno() raises when it is not a real file
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
 def _help_formatter() -> "Type[argparse.HelpFormatter]":
     """argparse's formatter, but prose is wrapped to the terminal and indented lines (examples) kept."""
     import argparse
@@ -3485,8 +3501,7 @@ def _help_formatter() -> "Type[argparse.HelpFormatter]":
         def __init__(self, prog: "str", indent_increment: "int" = 2, max_help_position: "int" = 24,
                      width: "Optional[int]" = None) -> None:
             if width is None:  # argparse asks the terminal itself only from 3.8 on ($COLUMNS before)
-                import shutil
-                width = shutil.get_terminal_size().columns - 2
+                width = _terminal_columns() - 2
             super().__init__(prog, indent_increment, max_help_position, width)
 
         def _fill_text(self, text: "str", width: "int", indent: "str") -> str:

@@ -1,0 +1,52 @@
+"""What every command pays before its work: the help's width without shutil (bz2, lzma, fnmatch)."""
+
+import sys
+
+import pytest
+
+import sound_bulk as sb
+from conftest import run
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["fetch", "--help"], ["fetch", "x"], ["generate", "--workers", "0", "p"]])
+def test_commands_parse_and_help_without_shutil(monkeypatch, argv):
+    """`import shutil` fails here (sys.modules entry None): help, usage errors and parsing still work."""
+    monkeypatch.setenv("COLUMNS", "70")
+    monkeypatch.setitem(sys.modules, "shutil", None)
+    code, out, err = run(argv)
+    assert "Traceback" not in out + err and "shutil" not in out + err
+    assert code == (0 if "--help" in argv else 2)
+    if "--help" in argv:
+        assert "usage:" in out and max(len(line) for line in out.splitlines() if not line.startswith("  ")) <= 70
+
+
+@pytest.mark.parametrize("value, terminal, expected", [
+    ("55", OSError, 55),       # $COLUMNS first, as shutil.get_terminal_size() does
+    ("", 91, 91),              # then standard output's terminal
+    ("0", 91, 91),             # a zero or a word in $COLUMNS is ignored
+    ("wide", 91, 91),
+    ("-3", OSError, 80),       # not a terminal either: 80
+    (None, ValueError, 80),    # a closed standard output
+    (None, 0, 80),             # a terminal that says 0 columns (a serial console)
+])
+def test_terminal_columns_follow_shutils_rule(monkeypatch, value, terminal, expected):
+    import os
+    if value is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", value)
+
+    def size(fd):
+        if isinstance(terminal, type):
+            raise terminal("not a terminal")
+        return os.terminal_size((terminal, 24))
+
+    monkeypatch.setattr(os, "get_terminal_size", size)
+    assert sb._terminal_columns() == expected
+
+
+def test_terminal_columns_without_a_standard_output(monkeypatch):
+    """pythonw and some embedders have no sys.__stdout__ at all."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(sys, "__stdout__", None)
+    assert sb._terminal_columns() == 80
