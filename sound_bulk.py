@@ -3500,7 +3500,7 @@ def _terminal_columns() -> int:
         try:
             columns = os.get_terminal_size(stdout.fileno()).columns
         except (AttributeError, ValueError, OSError):
-            columns = 0
+            pass  # not a terminal: 80
     return columns if columns > 0 else 80
 
 

@@ -22,6 +22,8 @@ def test_commands_parse_and_help_without_shutil(monkeypatch, argv):
 
 @pytest.mark.parametrize("value, terminal, expected", [
     ("55", OSError, 55),       # $COLUMNS first, as shutil.get_terminal_size() does
+    ("1", 91, 1),              # any width above 0 is taken as it is, from either source
+    (None, 1, 1),
     ("", 91, 91),              # then standard output's terminal
     ("0", 91, 91),             # a zero or a word in $COLUMNS is ignored
     ("wide", 91, 91),
