@@ -52,3 +52,59 @@ def test_terminal_columns_without_a_standard_output(monkeypatch):
     monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.setattr(sys, "__stdout__", None)
     assert sb._terminal_columns() == 80
+
+
+class _Left(Exception):
+    pass
+
+
+@pytest.fixture
+def leaving(monkeypatch):
+    """os._exit recorded instead of done; the process looks like it runs the main thread alone."""
+    import os
+    import threading
+    left = []
+
+    def _exit(code):
+        left.append(code)
+        raise _Left()
+
+    monkeypatch.setattr(os, "_exit", _exit)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    return left
+
+
+def test_python_m_leaves_at_once_once_its_output_is_flushed(leaving, monkeypatch):
+    """`python -m sound_bulk` skips the interpreter's teardown when nothing else runs: the exit status is
+    the command's, and what it printed is flushed first (nothing written is lost)."""
+    import io
+
+    class Out(io.StringIO):
+        flushed = False
+
+        def flush(self):
+            Out.flushed = True
+
+    monkeypatch.setattr(sys, "stdout", Out())
+    with pytest.raises(_Left):
+        sb._end_process(3)
+    assert leaving == [3] and Out.flushed
+
+
+@pytest.mark.parametrize("why", ["another thread", "unflushable output", "not a number"])
+def test_python_m_exits_normally_when_something_may_still_need_it(leaving, monkeypatch, why):
+    """A thread still alive (it may be finishing a paid submission) gets the normal exit, which waits for
+    it; so does output that cannot be flushed, or a SystemExit carrying text."""
+    import threading
+    code = 1
+    if why == "another thread":
+        monkeypatch.setattr(threading, "active_count", lambda: 2)
+    elif why == "unflushable output":
+        class Broken:
+            def flush(self):
+                raise BrokenPipeError(32, "Broken pipe")
+        monkeypatch.setattr(sys, "stdout", Broken())
+    else:
+        code = "sound_bulk: stopped"
+    assert sb._end_process(code) is None
+    assert leaving == []
