@@ -208,39 +208,52 @@ def _two_downloads_held_back(fake):
     fake.storage_faults.update({2: ["slow"], 3: ["slow"]})
 
 
-def test_interrupt_stops_promptly_and_leaves_no_partial_file(fake, tmp_path):
+def _interrupt_a_real_child(folder):
+    """The test below, up to its checks (an early scenario: conftest starts it at session start, on the
+    other core, with its own fake)."""
+    from fake_api import FakeCamb
+    with FakeCamb() as fake:
+        _two_downloads_held_back(fake)
+        env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
+        cmd = PYTHON_S + ["-m", "sound_bulk", "fetch", "1", "2", "3", "-o", folder, "--json"]
+        proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, **CAPTURE,
+                                preexec_fn=_default_sigint)
+        try:
+            if not wait_until(lambda: fake.stalled == 2 and os.path.exists(os.path.join(folder, "1.wav")), proc):
+                proc.kill()
+                return {"not under way": "%d stalled, %s on disk, %d storage requests; child said %r" % (
+                    fake.stalled, os.listdir(folder), len(fake.seen("storage")), proc.communicate(timeout=20))}
+            started = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+            took = time.monotonic() - started
+        finally:
+            proc.kill()
+        left = sorted(os.listdir(folder))
+        # the next run (in this process: one interpreter start less) finishes the rest
+        fake.slow_delay = 0
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CAMB_API_KEY", API_KEY)
+            mp.setenv("CAMB_API_BASE_URL", fake.base_url)
+            rerun = run(cmd[cmd.index("sound_bulk") + 1:])
+    return {"code": proc.returncode, "took": took, "out": out, "err": err, "left": left, "rerun": rerun}
+
+
+@pytest.mark.early(scenario=_interrupt_a_real_child)
+def test_interrupt_stops_promptly_and_leaves_no_partial_file(early):
     """A real Ctrl-C (SIGINT) to a real `python -m sound_bulk fetch`.  Timing assumed: the child ends
     within 5 s of the signal (it needs a fraction of a second; the stalled downloads would take 30 s).
     The signal is sent once run 1 is saved and the fake holds back the bodies of runs 2 and 3 after their
     headers: both downloads are mid-way, temp files open.  SIGTERM: the next test."""
-    _two_downloads_held_back(fake)
-    env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
-    cmd = PYTHON_S + ["-m", "sound_bulk", "fetch", "1", "2", "3", "-o", str(tmp_path), "--json"]
-    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, **CAPTURE,
-                            preexec_fn=_default_sigint)
-    try:
-        if not wait_until(lambda: fake.stalled == 2 and os.path.exists(tmp_path / "1.wav"), proc):
-            proc.kill()
-            pytest.fail("not under way: %d stalled, %s on disk, %d storage requests; child said %r" % (
-                fake.stalled, os.listdir(str(tmp_path)), len(fake.seen("storage")), proc.communicate(timeout=20)))
-        started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-        took = time.monotonic() - started
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
-    assert took < 5
+    got = early()
+    assert "not under way" not in got, got.get("not under way")
+    err = got["err"]
+    assert got["code"] == 130, err
+    assert got["took"] < 5
     assert "Traceback" not in err and "interrupted" in err
-    got = lines(out)
-    assert [(o["run_id"], o["status"]) for o in got] == [(1, "saved"), (2, "error"), (3, "error")]
-    assert sorted(os.listdir(tmp_path)) == ["1.wav"]  # no partial file, no temp file
-    # the next run (in this process: one interpreter start less) finishes the rest
-    fake.slow_delay = 0
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CAMB_API_KEY", API_KEY)
-        mp.setenv("CAMB_API_BASE_URL", fake.base_url)
-        code, out, err = run(cmd[cmd.index("sound_bulk") + 1:])
+    assert [(o["run_id"], o["status"]) for o in lines(got["out"])] == [(1, "saved"), (2, "error"), (3, "error")]
+    assert got["left"] == ["1.wav"]  # no partial file, no temp file
+    code, out, err = got["rerun"]  # the next run finishes the rest
     assert code == 0, err
     assert [o["status"] for o in lines(out)] == ["skipped", "saved", "saved"]
 
@@ -300,44 +313,77 @@ def test_interrupt_by_sigterm_ends_the_run_like_ctrl_c(fake, tmp_path, monkeypat
     assert sorted(os.listdir(str(tmp_path))) == ["1.wav"]  # no partial file, no temp file
 
 
-def test_offline_demo_works(tmp_path, capfd, monkeypatch):
-    """`tests/fake_api.py --demo`, run here (its two `python -m sound_bulk` children are real; one
-    interpreter start less than running the script; test_fake_started_by_hand_runs_until_ctrl_c runs
-    fake_api.py as a script)."""
+def _offline_demo(folder):
+    """`tests/fake_api.py --demo` run in the scenario's process (an early scenario: conftest), everything
+    written on stdout and stderr (its own lines and its children's) and the files it saved."""
+    import contextlib
     import fake_api
-    monkeypatch.chdir(MODULE_DIR)
-    assert fake_api.main(["--demo", str(tmp_path / "demo")]) == 0
-    out, err = capfd.readouterr()
-    assert "saved" in out and '"status": "skipped"' in out, err
-    assert "Traceback" not in err
-    assert len([n for n in os.listdir(tmp_path / "demo") if n.endswith(".wav")]) == 8
+    output = os.path.join(folder, "output")
+    saved = os.dup(1), os.dup(2)
+    here = os.getcwd()
+    with open(output, "ab", buffering=0) as fds, open(output, "a", buffering=1) as text:  # both append
+        os.dup2(fds.fileno(), 1)
+        os.dup2(fds.fileno(), 2)
+        try:
+            os.chdir(MODULE_DIR)
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                code = fake_api.main(["--demo", os.path.join(folder, "demo")])
+        finally:
+            os.chdir(here)
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
+    with open(output, encoding="utf-8", errors="replace") as f:
+        return code, f.read(), os.listdir(os.path.join(folder, "demo"))
 
 
+@pytest.mark.early(scenario=_offline_demo)
+def test_offline_demo_works(early):
+    """`tests/fake_api.py --demo`, run in the (early) scenario's process (its two `python -m sound_bulk`
+    children are real; one interpreter start less than running the script;
+    test_fake_started_by_hand_runs_until_ctrl_c runs fake_api.py as a script)."""
+    code, output, names = early()
+    assert code == 0
+    assert "$ python -m sound_bulk fetch" in output and "nothing left this machine" in output, output
+    assert "saved" in output and '"status": "skipped"' in output, output
+    assert "Traceback" not in output
+    assert len([n for n in names if n.endswith(".wav")]) == 8
+
+
+def _ctrl_c_at(folder, delay):
+    """The test below, up to its checks (an early scenario: conftest, with its own fake)."""
+    from fake_api import FakeCamb
+    with FakeCamb() as fake:
+        fake.request_delay = 0.01
+        fake.add_runs(range(1, 41), size=200_000)
+        env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
+        cmd = PYTHON_S + ["-m", "sound_bulk", "fetch"] + [str(i) for i in range(1, 41)] + [
+            "-o", folder, "--json", "--workers", "2"]
+        proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, **CAPTURE,
+                                preexec_fn=_default_sigint)
+        try:
+            wait_until(lambda: fake.requests, proc)  # until the fetch is under way
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=15)
+        finally:
+            proc.kill()
+    return proc.returncode, out, err, os.listdir(folder)
+
+
+@pytest.mark.early(scenario=_ctrl_c_at)
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.2] + ([0.02, 0.1, 0.4] if THOROUGH else []))
-def test_ctrl_c_at_any_moment_ends_cleanly(fake, tmp_path, delay):
+def test_ctrl_c_at_any_moment_ends_cleanly(early, delay):
     """Interrupt at different points of a fetch (resolving, downloading, finishing), counted from the
     first request: always a prompt and clean end, whatever the moment.  Which moment each delay hits
     depends on the machine's speed; every outcome is checked the same way, so none can flake.
     Three moments by default, six with SOUND_BULK_THOROUGH=1."""
-    fake.request_delay = 0.01
-    fake.add_runs(range(1, 41), size=200_000)
-    env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
-    cmd = PYTHON_S + ["-m", "sound_bulk", "fetch"] + [str(i) for i in range(1, 41)] + [
-        "-o", str(tmp_path), "--json", "--workers", "2"]
-    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, **CAPTURE,
-                            preexec_fn=_default_sigint)
-    try:
-        wait_until(lambda: fake.requests, proc)  # until the fetch is under way
-        time.sleep(delay)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=15)
-    finally:
-        proc.kill()
-    assert proc.returncode in (0, 130), err
+    code, out, err, names = early()
+    assert code in (0, 130), err
     assert "Traceback" not in err
-    assert [n for n in os.listdir(tmp_path) if not n.endswith(".wav")] == []
+    assert [n for n in names if not n.endswith(".wav")] == []
     saved = {o["run_id"] for o in lines(out) if o["status"] == "saved"} if out else set()
-    assert saved == {int(n[:-4]) for n in os.listdir(tmp_path)}
+    assert saved == {int(n[:-4]) for n in names}
 
 
 def test_verbose_leaves_the_callers_logging_as_it_was(env, tmp_path):

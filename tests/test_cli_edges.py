@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import fake_api
-from conftest import CHILD_MODULE_DIR, THOROUGH, any_text
+from conftest import CHILD_MODULE_DIR, THOROUGH, any_text, property_scenario
 import sound_bulk as sb
 from fake_api import API_KEY
 
@@ -86,24 +86,36 @@ def test_out_that_is_a_file_is_a_usage_error_before_any_request(env, tmp_path, c
     assert sorted(os.listdir(str(tmp_path))) == ["notes.txt"]
 
 
-def test_usage_line_names_the_command_as_typed(tmp_path):
+def _usage_children(folder):
+    """The children of the test below: each form's argv, exit status, stdout and stderr (an early scenario:
+    conftest starts it at session start, on the other core)."""
+    script = os.path.join(folder, "sound-bulk")
+    with open(script, "w") as f:
+        f.write("import sys\nsys.path.insert(0, %r)\nimport sound_bulk\nsound_bulk.console_main()\n" % MODULE_DIR)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    forms = [["-S", "-m", "sound_bulk", "--help"], ["-S", script, "--bogus"]]
+    procs = [subprocess.Popen([sys.executable] + args, cwd=MODULE_DIR, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for args in forms]
+    results = []
+    for proc, args in zip(procs, forms):
+        outputs = [o.decode() for o in proc.communicate(timeout=60)]
+        results.append((args, proc.returncode, outputs))
+    return results
+
+
+@pytest.mark.early(scenario=_usage_children)
+def test_usage_line_names_the_command_as_typed(early):
     """`python -m sound_bulk` and an installed `sound-bulk` script (the form pip writes: import the module,
     call console_main) each see their own name; `python sound_bulk.py` is checked by
     test_help_fits_a_real_terminal_of_60_columns (on a lone copy, -I).  Both children here run -S: the
     module needs only the standard library (a lone copy on `python -S` fetching:
     test_portable.py::test_bare_interpreter_fetch_from_a_lone_copy_saves_files)."""
-    script = tmp_path / "sound-bulk"
-    script.write_text("import sys\nsys.path.insert(0, %r)\nimport sound_bulk\nsound_bulk.console_main()\n"
-                      % MODULE_DIR)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    # (argv, exit status, where the usage line goes, its pattern)
-    forms = [(["-S", "-m", "sound_bulk", "--help"], 0, 0, r"usage: \S*python\S* -m sound_bulk "),
-             (["-S", str(script), "--bogus"], 2, 1, r"usage: sound-bulk ")]
-    procs = [subprocess.Popen([sys.executable] + args, cwd=MODULE_DIR, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for args, _, _, _ in forms]
-    for proc, (args, status, stream, pattern) in zip(procs, forms):
-        outputs = [o.decode() for o in proc.communicate(timeout=60)]
-        assert proc.returncode == status, outputs
+    # (exit status, where the usage line goes, its pattern), per form
+    expected = [(0, 0, r"usage: \S*python\S* -m sound_bulk "), (2, 1, r"usage: sound-bulk ")]
+    results = early()
+    assert len(results) == len(expected)
+    for (args, code, outputs), (status, stream, pattern) in zip(results, expected):
+        assert code == status, outputs
         assert "Traceback" not in outputs[1], outputs
         assert re.search(pattern, outputs[stream]), (args, outputs)
         assert "python -m sound_bulk" not in outputs[stream] or "-m" in args
@@ -200,16 +212,24 @@ def test_undecodable_argument_is_a_clean_usage_error(env, tmp_path, monkeypatch,
     assert env.requests == [] and os.listdir(str(tmp_path)) == []
 
 
+def _undecodable_argv_children(folder):
+    """The two children of the test below, in turn (an early scenario: conftest): (status, stdout, stderr)
+    of each, and what is left in ``folder``."""
+    first = child(["-m", "sound_bulk", "fetch", os.fsdecode(b"\xff\xfe"), "-o", folder],
+                  env=dict(os.environ, CAMB_API_KEY="k", LC_ALL="C.UTF-8", CAMB_API_BASE_URL=NOWHERE))
+    second = child(["-m", "sound_bulk", "generate", "x", "-o", os.fsdecode(b"dir\xff")], cwd=folder,
+                   env=dict(os.environ, CAMB_API_KEY="k", LC_ALL="C.UTF-8", PYTHONPATH=MODULE_DIR,
+                            CAMB_API_BASE_URL=NOWHERE))
+    return first, second, os.listdir(folder)
+
+
 @pytest.mark.skipif(os.name != "posix", reason="argv bytes are a POSIX notion")
-def test_undecodable_argv_bytes_from_a_real_shell(tmp_path):
-    code, out, err = child(["-m", "sound_bulk", "fetch", os.fsdecode(b"\xff\xfe"), "-o", str(tmp_path)],
-                           env=dict(os.environ, CAMB_API_KEY="k", LC_ALL="C.UTF-8", CAMB_API_BASE_URL=NOWHERE))
+@pytest.mark.early(scenario=_undecodable_argv_children)
+def test_undecodable_argv_bytes_from_a_real_shell(early):
+    (code, out, err), (code2, out2, err2), left = early()
     assert code == 2 and "Traceback" not in err, err
-    code, out, err = child(["-m", "sound_bulk", "generate", "x", "-o", os.fsdecode(b"dir\xff")], cwd=str(tmp_path),
-                           env=dict(os.environ, CAMB_API_KEY="k", LC_ALL="C.UTF-8", PYTHONPATH=MODULE_DIR,
-                                    CAMB_API_BASE_URL=NOWHERE))
-    assert code == 2 and "Traceback" not in err and "\\xff" in err, err
-    assert os.listdir(str(tmp_path)) == []
+    assert code2 == 2 and "Traceback" not in err2 and "\\xff" in err2, err2
+    assert left == []
 
 
 WORDS = ["fetch", "urls", "generate", "-", "--json", "-q", "-v", "--timeout", "--wait", "--workers", "-o",
@@ -224,7 +244,7 @@ WORDS = ["fetch", "urls", "generate", "-", "--json", "-q", "-v", "--timeout", "-
 @example(argv=["generate", "--from-file", "a\x00"], stdin="")  # open() raised ValueError: embedded null byte
 @example(argv=["fetch", "--manifest", "\x00"], stdin="")
 @example(argv=["fetch", "-", "-o", "\x00"], stdin="1")
-def test_no_argv_gives_a_traceback(tmp_path, argv, stdin):
+def no_argv_gives_a_traceback(tmp_path, argv, stdin):
     """Whatever the arguments, main() returns an exit status; with no key nothing can be sent."""
     os.environ.pop("CAMB_API_KEY", None)
     os.environ["CAMB_API_BASE_URL"] = NOWHERE
@@ -237,6 +257,13 @@ def test_no_argv_gives_a_traceback(tmp_path, argv, stdin):
         del os.environ["CAMB_API_BASE_URL"]
     assert code in (0, 2), (argv, err)
     assert "Traceback" not in err
+
+
+@pytest.mark.early(scenario=property_scenario(no_argv_gives_a_traceback, folder_as="tmp_path"))
+def test_no_argv_gives_a_traceback(early):
+    """The property above, run in the early worker on the other core (conftest): it changes this process's
+    environment and working folder while it runs, which the worker's copy alone sees."""
+    early()  # fails the test with the property's failure, if any
 
 
 # -- the fake's own command line ----------------------------------------------------------------------
@@ -257,22 +284,33 @@ def test_fake_says_when_it_will_stop(capsys):
     assert "stopping in 0.01 s" in err and "3 ready" in err and "stopped" in err
 
 
-@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
-def test_fake_started_by_hand_runs_until_ctrl_c():
+def _fake_started_by_hand(folder):
+    """The test below's child (an early scenario: conftest): its first lines, its exit status, the rest of
+    its stderr."""
     # -S: the fake needs only the standard library; site's .pth files cost ~80 ms of every start here
     proc = subprocess.Popen([sys.executable, "-S", os.path.join(HERE, "fake_api.py"), "--runs", "101-102"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        assert proc.stdout.readline().startswith(b"CAMB_API_BASE_URL=")
-        assert b"press Ctrl-C to stop" in proc.stderr.readline()
-        proc.send_signal(signal.SIGINT)
+        first_out = proc.stdout.readline()
+        first_err = proc.stderr.readline()
+        if first_out.startswith(b"CAMB_API_BASE_URL=") and b"press Ctrl-C to stop" in first_err:
+            proc.send_signal(signal.SIGINT)  # only once it says it runs
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert proc.returncode == 0 and b"stopped" in err and b"Traceback" not in err
+    return first_out, first_err, proc.returncode, err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+@pytest.mark.early(scenario=_fake_started_by_hand)
+def test_fake_started_by_hand_runs_until_ctrl_c(early):
+    first_out, first_err, code, err = early()
+    assert first_out.startswith(b"CAMB_API_BASE_URL=")
+    assert b"press Ctrl-C to stop" in first_err
+    assert code == 0 and b"stopped" in err and b"Traceback" not in err
 
 
 def test_demo_folder_is_ignored_by_git():
@@ -321,22 +359,18 @@ def test_public_arguments_are_documented():
         assert (member.__doc__ or "").strip()
 
 
-@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pty")
-def test_help_fits_a_real_terminal_of_60_columns(tmp_path):
-    """No $COLUMNS: the width comes from the terminal itself (a pty set to 60 columns).  The child is
-    also `python -I -S sb.py` from a folder holding only that file (a renamed copy): the usage line names
-    the script as typed, and the module needs nothing but a bare interpreter (no PYTHON* variables, no
-    site-packages)."""
+def _help_on_a_60_column_pty(folder):
+    """The test below's child (an early scenario: conftest): its exit status and what it wrote on the pty."""
     import fcntl
     import pty
     import select
     import struct
     import termios
-    shutil.copy(MODULE, str(tmp_path / "sb.py"))  # a short name: the usage line must fit in 60 columns too
+    shutil.copy(MODULE, os.path.join(folder, "sb.py"))  # a short name: the usage line must fit in 60 columns too
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 60, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen([sys.executable, "-I", "-S", "sb.py", "generate", "--help"], cwd=str(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "sb.py", "generate", "--help"], cwd=folder,
                             stdin=slave, stdout=slave, stderr=slave, env=env)
     os.close(slave)
     chunks = []
@@ -352,8 +386,18 @@ def test_help_fits_a_real_terminal_of_60_columns(tmp_path):
     finally:
         proc.wait(timeout=60)
         os.close(master)
-    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
-    assert proc.returncode == 0 and "resumes them" in text and "Traceback" not in text, text
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pty")
+@pytest.mark.early(scenario=_help_on_a_60_column_pty)
+def test_help_fits_a_real_terminal_of_60_columns(early):
+    """No $COLUMNS: the width comes from the terminal itself (a pty set to 60 columns).  The child is
+    also `python -I -S sb.py` from a folder holding only that file (a renamed copy): the usage line names
+    the script as typed, and the module needs nothing but a bare interpreter (no PYTHON* variables, no
+    site-packages)."""
+    code, text = early()
+    assert code == 0 and "resumes them" in text and "Traceback" not in text, text
     assert re.search(r"usage: \S*python\S* sb\.py generate ", text), text  # the script's name as typed
     assert "-m sound_bulk" not in text
     assert max(len(line) for line in text.splitlines()) <= 60, text

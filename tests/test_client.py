@@ -3,6 +3,7 @@
 import email.utils
 import json
 import logging
+import os
 import urllib.error
 import urllib.request
 
@@ -223,28 +224,34 @@ def test_configuration_from_environment(monkeypatch):
     assert sb.Client(base_url="https://other.example/apis").base_url == "https://other.example/apis"
 
 
-def test_tls_is_verified(tmp_path):
-    """A self-signed server is refused, and the failure is not retried."""
+def _self_signed_server(folder):
+    """The test below, up to its checks (an early scenario: conftest starts it at session start, in a
+    worker on the other core: an openssl child, a TLS fake, the system's CA store loaded)."""
     import ssl
     import subprocess
-    import sys
-    sys.path.insert(0, str(tmp_path))
     from fake_api import FakeCamb, tls_context
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert, key = os.path.join(folder, "c.pem"), os.path.join(folder, "k.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     waits = []
-    with FakeCamb(tls=tls_context(str(cert), str(key))) as f:
+    with FakeCamb(tls=tls_context(cert, key)) as f:
         f.add_run(1)
         c = sb.Client(API_KEY, base_url=f.base_url, sleep=waits.append)
         out = c.get_results([1])
-        assert out[1].status == "missing" and "TLS verification failed" in out[1].error
-        assert waits == []
-        trusted = ssl.create_default_context(cafile=str(cert))
+        trusted = ssl.create_default_context(cafile=cert)
         c2 = sb.Client(API_KEY, base_url=f.base_url, ssl_context=trusted)
-        assert c2.get_results([1])[1].status == "ready"
+        return out[1].status, out[1].error, waits, c2.get_results([1])[1].status
+
+
+@pytest.mark.early(scenario=_self_signed_server)
+def test_tls_is_verified(early):
+    """A self-signed server is refused, and the failure is not retried."""
+    status, error, waits, trusted_status = early()
+    assert status == "missing" and "TLS verification failed" in error
+    assert waits == []
+    assert trusted_status == "ready"
 
 
 def test_stale_kept_alive_connection_is_replaced_silently(fake, client, sleeps):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import sound_bulk as sb
-from conftest import CHILD_MODULE_DIR
+from conftest import CHILD_MODULE_DIR, property_scenario
 from fake_api import API_KEY, body_bytes, body_sha256
 
 
@@ -140,16 +140,32 @@ def test_refreshes_are_bounded(fake, client, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_slow_body_times_out_and_is_retried(fake, make_client, tmp_path):
+def _slow_body(folder):
+    """The test below, up to its checks (an early scenario: conftest starts it at session start, in a
+    worker on the other core, with its own fake: this process would only wait for the timeout)."""
+    from conftest import Sleeps
+    from fake_api import FakeCamb
+    sleeps = Sleeps()
+    with FakeCamb() as fake:
+        client = sb.Client(API_KEY, base_url=fake.base_url, sleep=sleeps, clock=sleeps.clock, rand=lambda: 0.5,
+                           timeout=0.3)
+        try:
+            fake.slow_delay = 1.0
+            fake.add_run(5, size=300_000)
+            fake.storage_faults[5] = ["slow"]
+            path, _ = client.download(5, folder)
+        finally:
+            client.close()
+        return sha(path), len(fake.seen("storage"))
+
+
+@pytest.mark.early(scenario=_slow_body)
+def test_slow_body_times_out_and_is_retried(early):
     """Timing assumed: a read timeout of 0.3 s fires during the fake's 1 s stall, and no other read of
     this 300 kB download waits as long (it would be retried too, and the count below would be off)."""
-    client = make_client(timeout=0.3)
-    fake.slow_delay = 1.0
-    fake.add_run(5, size=300_000)
-    fake.storage_faults[5] = ["slow"]
-    path, _ = client.download(5, str(tmp_path))
-    assert sha(path) == body_sha256(5, 300_000)
-    assert len(fake.seen("storage")) == 2
+    checksum, storage_requests = early()
+    assert checksum == body_sha256(5, 300_000)
+    assert storage_requests == 2
 
 
 def test_full_disk_is_a_clear_error_and_leaves_nothing(fake, client, tmp_path, monkeypatch):
@@ -241,7 +257,7 @@ class NoClient:
 @given(st.integers(min_value=427, max_value=600_000),
        st.lists(st.integers(min_value=1, max_value=300_000), max_size=40),
        st.sampled_from(["wav", "flac", "ogg", "mp3"]))
-def test_any_chunk_boundaries_give_the_same_file(size, sizes, kind):
+def any_chunk_boundaries_give_the_same_file(size, sizes, kind):
     # Written to memory: what reaches the file is what _stream hands the writer (no fsync per example).
     data = b"".join(body_bytes(3, size, kind))
     writer = sb._Writer(io.BytesIO())
@@ -253,6 +269,12 @@ def test_any_chunk_boundaries_give_the_same_file(size, sizes, kind):
     assert ext == {"wav": ".wav", "flac": ".flac", "ogg": ".ogg", "mp3": ".mp3"}[kind]
 
 
+@pytest.mark.early(scenario=property_scenario(any_chunk_boundaries_give_the_same_file))
+def test_any_chunk_boundaries_give_the_same_file(early):
+    """The property above, run in the early worker on the other core (conftest)."""
+    early()  # fails the test with the property's failure, if any
+
+
 def test_short_body_against_content_length_is_caught():
     data = b"".join(body_bytes(3, 1000))
     writer = sb._Writer(io.BytesIO())
@@ -261,39 +283,51 @@ def test_short_body_against_content_length_is_caught():
         download._stream(ChoppyAnswer(data, [10, 500]), writer, None, 2000)
 
 
-def test_memory_does_not_grow_with_file_size(fake, tmp_path):
+def _peak_memory_of_two_downloads(folder):
+    """The test below's child and its fake (an early scenario: conftest starts it at session start, on the
+    other core): the child's exit status, stdout and stderr, and the size of the big file on disk."""
+    from fake_api import FakeCamb
+    small, big = 1024 * 1024, 16 * 1024 * 1024
+    with FakeCamb() as fake:
+        fake.add_run(76, size=small)
+        fake.add_run(77, size=big)
+        child = textwrap.dedent("""
+            import resource, sys
+            sys.path.insert(0, %r)
+            import sound_bulk
+
+            def peak():
+                try:  # VmHWM belongs to this address space alone; ru_maxrss can carry the parent's peak
+                    with open("/proc/self/status") as f:  # across fork+exec (subprocess on Python < 3.10)
+                        return [int(l.split()[1]) for l in f if l.startswith("VmHWM:")][0]
+                except (OSError, IndexError):
+                    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+            c = sound_bulk.Client(%r, base_url=%r)
+            c.download(76, %r)
+            before = peak()
+            path, size = c.download(77, %r)
+            print(size, before, peak())
+        """) % (CHILD_MODULE_DIR, API_KEY, fake.base_url, folder, folder)
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", child], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True)
+        out, err = proc.communicate(timeout=120)
+    big_path = os.path.join(folder, "77.wav")
+    return proc.returncode, out, err, os.path.getsize(big_path) if os.path.exists(big_path) else None
+
+
+@pytest.mark.early(scenario=_peak_memory_of_two_downloads)
+def test_memory_does_not_grow_with_file_size(early):
     """Constant memory: after a 1 MiB download, a 16 MiB one raises the peak RSS of the same process by less
     than 6 MiB (a body held whole, or the 8 MiB write-back span held, would show), and the peak stays
     under 64 MiB.  Measured as the child's own high-water mark (VmHWM) where /proc has it (a child: this
     process's peak is not its own); sizes kept small so the test takes well under a second."""
-    small, big = 1024 * 1024, 16 * 1024 * 1024
-    fake.add_run(76, size=small)
-    fake.add_run(77, size=big)
-    child = textwrap.dedent("""
-        import resource, sys
-        sys.path.insert(0, %r)
-        import sound_bulk
-
-        def peak():
-            try:  # VmHWM belongs to this address space alone; ru_maxrss can carry the parent's peak
-                with open("/proc/self/status") as f:  # across fork+exec (subprocess on Python < 3.10)
-                    return [int(l.split()[1]) for l in f if l.startswith("VmHWM:")][0]
-            except (OSError, IndexError):
-                return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-        c = sound_bulk.Client(%r, base_url=%r)
-        c.download(76, %r)
-        before = peak()
-        path, size = c.download(77, %r)
-        print(size, before, peak())
-    """) % (CHILD_MODULE_DIR, API_KEY, fake.base_url, str(tmp_path), str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", child], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    big = 16 * 1024 * 1024
+    code, out, err, on_disk = early()
+    assert code == 0, err
     got, before_kib, after_kib = map(int, out.split())
     assert got == big
-    assert os.path.getsize(str(tmp_path / "77.wav")) == big
+    assert on_disk == big
     assert after_kib - before_kib < 6 * 1024, "peak RSS grew from %d to %d KiB" % (before_kib, after_kib)
     assert after_kib < 64 * 1024, "peak RSS %d KiB" % after_kib
 

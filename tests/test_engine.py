@@ -393,63 +393,81 @@ def test_ctrl_c_after_the_work_is_done_does_not_change_the_result(env, tmp_path,
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
 
 
-def test_a_second_ctrl_c_during_clean_up_still_reports_every_run_and_leaves_no_part(env, tmp_path, monkeypatch):
+def _second_ctrl_c_during_clean_up(folder):
+    """The test below, up to its checks (an early scenario: conftest starts it at session start, in a
+    worker on the other core, with its own fake: the two Ctrl-Cs go to the worker)."""
     import signal
-    env.add_run(1, size=1000)
-    env.add_runs([2, 3], size=2_000_000)
-    env.slow_delay = 30
-    env.storage_faults.update({2: ["slow"], 3: ["slow"]})
-    real_abort = sb.Client.abort
+    from fake_api import FakeCamb
+    with FakeCamb() as fake, pytest.MonkeyPatch.context() as monkeypatch:
+        fake.add_run(1, size=1000)
+        fake.add_runs([2, 3], size=2_000_000)
+        fake.slow_delay = 30
+        fake.storage_faults.update({2: ["slow"], 3: ["slow"]})
+        real_abort = sb.Client.abort
 
-    def abort(self):
-        os.kill(os.getpid(), signal.SIGINT)  # the impatient second Ctrl-C, in the middle of clean-up
-        real_abort(self)
+        def abort(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the impatient second Ctrl-C, in the middle of clean-up
+            real_abort(self)
 
-    monkeypatch.setattr(sb.Client, "abort", abort)
+        monkeypatch.setattr(sb.Client, "abort", abort)
 
-    def first_ctrl_c():
-        import time as _time
-        for _ in range(1000):  # once both slow downloads are under way (at most 10 s)
-            if len(env.seen("storage")) >= 3 and os.path.exists(str(tmp_path / "1.wav")):
-                break
-            _time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGINT)
+        def first_ctrl_c():
+            import time as _time
+            for _ in range(1000):  # once both slow downloads are under way (at most 10 s)
+                if len(fake.seen("storage")) >= 3 and os.path.exists(os.path.join(folder, "1.wav")):
+                    break
+                _time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
 
-    client = sb.Client(API_KEY, base_url=env.base_url)
-    thread = threading.Thread(target=first_ctrl_c, daemon=True)
-    thread.start()
-    try:
-        with pytest.raises(sb.FetchInterrupted) as caught:
-            client.fetch([1, 2, 3], str(tmp_path))
-    finally:
-        client.close()
-        thread.join(15)
-    assert [o.run_id for o in caught.value.outcomes] == [1, 2, 3]
-    assert [o.status for o in caught.value.outcomes] == ["saved", "error", "error"]
-    assert [n for n in os.listdir(str(tmp_path)) if n.endswith(".part")] == []
+        client = sb.Client(API_KEY, base_url=fake.base_url)
+        thread = threading.Thread(target=first_ctrl_c, daemon=True)
+        thread.start()
+        try:
+            with pytest.raises(sb.FetchInterrupted) as caught:
+                client.fetch([1, 2, 3], folder)
+        finally:
+            client.close()
+            thread.join(15)
+    return [(o.run_id, o.status) for o in caught.value.outcomes], os.listdir(folder)
+
+
+@pytest.mark.early(scenario=_second_ctrl_c_during_clean_up)
+def test_a_second_ctrl_c_during_clean_up_still_reports_every_run_and_leaves_no_part(early):
+    outcomes, names = early()
+    assert [run_id for run_id, _ in outcomes] == [1, 2, 3]
+    assert [status for _, status in outcomes] == ["saved", "error", "error"]
+    assert [n for n in names if n.endswith(".part")] == []
 
 
 # -- start-up: nothing heavy that a fetch does not need --------------------------------------------
 
-def test_a_fetch_imports_neither_logging_nor_concurrent_futures(fake, tmp_path):
+def _imports_of_a_fetch(folder):
+    """The test below's child and its fake (an early scenario: conftest starts it at session start, on the
+    other core): what the child printed."""
+    import subprocess
+    import sys
+    from fake_api import FakeCamb
+    with FakeCamb() as fake:
+        fake.add_runs([1, 2])
+        fake.bulk_faults += [("status", 503)]  # one retry, which logs: still no logging module
+        code = ("import sys, sound_bulk\n"
+                "print(sorted(m for m in ('threading', 'collections', 'json', 'http.client', 'ssl', 'argparse')\n"
+                "             if m in sys.modules))\n"
+                "c = sound_bulk.Client(%r, base_url=%r, sleep=lambda s: None)\n"
+                "print([o.status for o in c.fetch([1, 2], %r)])\n"
+                "print(sorted(m for m in ('logging', 'concurrent.futures') if m in sys.modules))\n"
+                % (API_KEY, fake.base_url, folder))
+        return subprocess.check_output([sys.executable, "-S", "-c", code], cwd=CHILD_MODULE_DIR, timeout=60,
+                                       env=dict(os.environ, PYTHONPATH=CHILD_MODULE_DIR), universal_newlines=True)
+
+
+@pytest.mark.early(scenario=_imports_of_a_fetch)
+def test_a_fetch_imports_neither_logging_nor_concurrent_futures(early):
     """Start-up cost: a bare ``import sound_bulk`` loads no threads, JSON, HTTP or TLS machinery (what
     ``--help``, a bad argument or a notebook's import pays), and a whole fetch never loads logging or
     concurrent.futures."""
-    import subprocess
-    import sys
-    fake.add_runs([1, 2])
-    fake.bulk_faults += [("status", 503)]  # one retry, which logs: still no logging module
-    code = ("import sys, sound_bulk\n"
-            "print(sorted(m for m in ('threading', 'collections', 'json', 'http.client', 'ssl', 'argparse')\n"
-            "             if m in sys.modules))\n"
-            "c = sound_bulk.Client(%r, base_url=%r, sleep=lambda s: None)\n"
-            "print([o.status for o in c.fetch([1, 2], %r)])\n"
-            "print(sorted(m for m in ('logging', 'concurrent.futures') if m in sys.modules))\n"
-            % (API_KEY, fake.base_url, str(tmp_path)))
-    out = subprocess.check_output([sys.executable, "-S", "-c", code], cwd=CHILD_MODULE_DIR, timeout=60,
-                                  env=dict(os.environ, PYTHONPATH=CHILD_MODULE_DIR), universal_newlines=True)
     # before: ['collections', 'threading'] on import, ['concurrent.futures', 'logging'] after the fetch
-    assert out.splitlines() == ["[]", "['saved', 'saved']", "[]"]
+    assert early().splitlines() == ["[]", "['saved', 'saved']", "[]"]
 
 
 def _default_sigint():
@@ -457,9 +475,8 @@ def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background job inherits SIGINT ignored; undo that
 
 
-def test_the_command_line_process_ignores_ctrl_c_once_its_work_is_done():
-    """In the process console_main runs, SIGINT stays ignored after a command's flag is left (the process
-    only prints and exits): a late Ctrl-C can no longer turn a finished run into 130 or death by signal."""
+def _late_ctrl_c_child(folder):
+    """The test below's child (an early scenario: conftest): its exit status, stdout and stderr."""
     import subprocess
     import sys
     code = ("import os, signal, sound_bulk as sb\n"
@@ -476,5 +493,13 @@ def test_the_command_line_process_ignores_ctrl_c_once_its_work_is_done():
                             env=dict(os.environ, PYTHONPATH=CHILD_MODULE_DIR),
                             preexec_fn=_default_sigint)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    return proc.returncode, out, err
+
+
+@pytest.mark.early(scenario=_late_ctrl_c_child)
+def test_the_command_line_process_ignores_ctrl_c_once_its_work_is_done(early):
+    """In the process console_main runs, SIGINT stays ignored after a command's flag is left (the process
+    only prints and exits): a late Ctrl-C can no longer turn a finished run into 130 or death by signal."""
+    code, out, err = early()
+    assert code == 0, err
     assert out.splitlines() == ["flag raised True", "still here"]

@@ -1,6 +1,7 @@
 """The command line at its edges: exit codes, option checks, the interrupted count, the summary line."""
 
 import json
+import os
 import re
 import signal
 import threading
@@ -94,41 +95,53 @@ def test_the_progress_line_is_cleared_before_results_and_summary(env, tmp_path):
     assert "files" not in err[summary:]
 
 
-def test_ctrl_c_reports_how_many_were_saved(env, tmp_path):
+def _ctrl_c_while_run_3_stalls(folder):
+    """The test below, up to its checks (an early scenario: conftest starts it at session start, in a
+    worker on the other core, with its own fake: the Ctrl-C goes to the worker)."""
+    from fake_api import FakeCamb
+    with FakeCamb() as fake, pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("CAMB_API_KEY", API_KEY)
+        monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
+        fake.add_runs([1, 2], size=3000)
+        fake.add_run(3, size=200_000)
+        fake.slow_delay = 10
+        fake.storage_faults[3] = ["slow"]
+
+        def interrupt():
+            for _ in range(1000):  # at most 10 s
+                if any("audio_3" in r["path"] for r in fake.seen("storage")) and all(
+                        os.path.isfile(os.path.join(folder, name)) for name in ("1.wav", "2.wav")):
+                    break
+                time.sleep(0.01)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+        old = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            t = threading.Thread(target=interrupt)
+            t.start()
+            started = time.monotonic()
+            code, out, err = run(["fetch", "1", "2", "3", "-o", folder, "--workers", "1", "--json"])
+            took = time.monotonic() - started
+            t.join(15)
+        finally:
+            signal.signal(signal.SIGINT, old)
+    return code, out, err, took, sorted(os.listdir(folder))
+
+
+@pytest.mark.early(scenario=_ctrl_c_while_run_3_stalls)
+def test_ctrl_c_reports_how_many_were_saved(early):
     """Timing assumed: the interrupt, sent once the fake is serving run 3 (which stalls 10 s) and runs 1
     and 2 are under their final names, arrives while fetch still waits for run 3.  (A run's file is
     fsynced and named on the committer thread, so with one worker run 3 may be asked for before run 2
     is on disk: waiting for the files, not only for the request, keeps a loaded machine from failing
     this test.)"""
-    env.add_runs([1, 2], size=3000)
-    env.add_run(3, size=200_000)
-    env.slow_delay = 10
-    env.storage_faults[3] = ["slow"]
-
-    def interrupt():
-        for _ in range(1000):  # at most 10 s
-            if any("audio_3" in r["path"] for r in env.seen("storage")) and all(
-                    (tmp_path / name).is_file() for name in ("1.wav", "2.wav")):
-                break
-            time.sleep(0.01)
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
-    old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        t = threading.Thread(target=interrupt)
-        t.start()
-        started = time.monotonic()
-        code, out, err = run(["fetch", "1", "2", "3", "-o", str(tmp_path), "--workers", "1", "--json"])
-        took = time.monotonic() - started
-        t.join(15)
-    finally:
-        signal.signal(signal.SIGINT, old)
+    code, out, err, took, names = early()
     assert code == 130
     assert "interrupted: 2 saved; run the same command again" in err
     assert [(o["run_id"], o["status"]) for o in map(json.loads, out.splitlines())] == [
         (1, "saved"), (2, "saved"), (3, "error")]
     assert took < 9  # it did not wait for the stalled download
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.wav", "2.wav"]
+    assert names == ["1.wav", "2.wav"]
 
 
 def test_long_prompts_are_shortened_in_the_human_lines_only(env, tmp_path):

@@ -101,32 +101,45 @@ def test_music_may_be_longer(env, tmp_path):
                                                                "duration": 30.0}
 
 
-def test_a_killed_run_resumes_its_tasks_without_paying_again(fake, tmp_path, monkeypatch):
-    fake.task_plan += [("success", 10 ** 6), ("success", 10 ** 6)]
-    env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
-    # -S: the child needs only the standard library and the module; site's .pth files cost ~80 ms here
-    cmd = [sys.executable, "-S", "-m", "sound_bulk", "generate", "wind", "waves", "-o", str(tmp_path), "--json"]
-    proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        for _ in range(4000):  # until both tasks are recorded and being polled (at most ~20 s)
-            if len(fake.tasks) == 2 and all(t["polls"] for t in fake.tasks.values()):
-                break
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)  # a crash: no cleanup at all
-        proc.wait(timeout=10)
-    finally:
-        proc.kill()
-    assert len(fake.tasks) == 2
-    assert [m["event"] for m in manifest(tmp_path)].count("created") == 2
-    for task in fake.tasks.values():
-        task["plan"] = ("success", 0)
-    monkeypatch.setenv("CAMB_API_KEY", API_KEY)  # the rerun in this process: one interpreter start less
-    monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
-    code, got, err = run(cmd[4:])
+def _kill_a_generate_then_rerun(folder):
+    """The test below, up to its checks (an early scenario: conftest starts it at session start, on the
+    other core, with its own fake)."""
+    from fake_api import FakeCamb
+    with FakeCamb() as fake:
+        fake.task_plan += [("success", 10 ** 6), ("success", 10 ** 6)]
+        env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
+        # -S: the child needs only the standard library and the module; site's .pth files cost ~80 ms here
+        cmd = [sys.executable, "-S", "-m", "sound_bulk", "generate", "wind", "waves", "-o", folder, "--json"]
+        proc = subprocess.Popen(cmd, env=env, cwd=MODULE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            for _ in range(4000):  # until both tasks are recorded and being polled (at most ~20 s)
+                if len(fake.tasks) == 2 and all(t["polls"] for t in fake.tasks.values()):
+                    break
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)  # a crash: no cleanup at all
+            proc.wait(timeout=10)
+        finally:
+            proc.kill()
+        tasks_at_the_kill = len(fake.tasks)
+        created = [m["event"] for m in manifest(folder)].count("created")
+        for task in fake.tasks.values():
+            task["plan"] = ("success", 0)
+        with pytest.MonkeyPatch.context() as mp:  # the rerun in this process: one interpreter start less
+            mp.setenv("CAMB_API_KEY", API_KEY)
+            mp.setenv("CAMB_API_BASE_URL", fake.base_url)
+            rerun = run(cmd[4:])
+        return tasks_at_the_kill, created, rerun, sorted(fake.tasks)
+
+
+@pytest.mark.early(scenario=_kill_a_generate_then_rerun)
+def test_a_killed_run_resumes_its_tasks_without_paying_again(early):
+    tasks_at_the_kill, created, (code, got, err), tasks = early()
+    assert tasks_at_the_kill == 2
+    assert created == 2
     assert code == 0, err
     assert [g["status"] for g in got] == ["saved", "saved"]
-    assert len(fake.tasks) == 2  # no new task: nothing paid twice
-    assert sorted(g["task_id"] for g in got) == sorted(fake.tasks)
+    assert len(tasks) == 2  # no new task: nothing paid twice
+    assert sorted(g["task_id"] for g in got) == tasks
 
 
 def test_a_submission_without_answer_is_not_repeated_unless_asked(env, tmp_path):

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import sound_bulk as sb
-from conftest import any_text
+from conftest import any_text, property_scenario
 from fake_api import API_KEY, stop_serving, wav_header
 
 # -- a scripted storage -------------------------------------------------------------------------
@@ -424,10 +424,16 @@ def test_random_bytes_are_not_audio(data):
 @given(any_text(300), st.sampled_from(["utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-8-sig", "latin-1"]),
        st.sampled_from(["%s", "<html><body>%s</body></html>", "<?xml version='1.0'?><Error>%s</Error>",
                         '{"detail": "%s"}']))
-def test_text_pages_are_not_audio(text, codec, page):
+def text_pages_are_not_audio(text, codec, page):
     # fails before: a UTF-16 page (FF FE ...) was taken for MP3.
     body = (page % text).encode(codec, "replace")
     assert sb.sniff_audio(body) is None
+
+
+@pytest.mark.early(scenario=property_scenario(text_pages_are_not_audio))
+def test_text_pages_are_not_audio(early):
+    """The property above, run in the early worker on the other core (conftest)."""
+    early()  # fails the test with the property's failure, if any
 
 
 # -- 5. refusals that are not expiry, refreshes that change nothing -----------------------------

@@ -30,13 +30,17 @@ POSIX_ONLY = [
 TORN = b'{"event": "created", "key": "tor'  # a manifest line cut short by a crash
 
 
-@pytest.fixture
-def cli_env(fake, monkeypatch):
+def _point_the_cli_at(fake, monkeypatch):
     monkeypatch.setenv("CAMB_API_KEY", API_KEY)
     monkeypatch.setenv("CAMB_API_BASE_URL", fake.base_url)
     fake.default_task_plan = ("success", 0)  # tasks done at the first poll: no real sleep
     monkeypatch.setattr(sb._Writer, "WRITEBACK_STEP", 4096)  # reach the write-back advice with small files
     return fake
+
+
+@pytest.fixture
+def cli_env(fake, monkeypatch):
+    return _point_the_cli_at(fake, monkeypatch)
 
 
 def run(argv):
@@ -75,16 +79,28 @@ def fetch_and_generate(fake, tmp_path):
     assert "created" in events and "saved" in events
 
 
+def _both_journeys_without(folder, owner=None, name=None):
+    """fetch_and_generate (and its checks) without ``owner.name``, or without any of POSIX_ONLY (an early
+    scenario: conftest runs it in a worker on the other core, with its own fake; the names are taken away
+    there, and put back before its next scenario)."""
+    import pathlib
+    from fake_api import FakeCamb
+    with FakeCamb() as fake, pytest.MonkeyPatch.context() as monkeypatch:
+        _point_the_cli_at(fake, monkeypatch)
+        for owner_, name_ in ([(owner, name)] if owner is not None else POSIX_ONLY):
+            monkeypatch.delattr(owner_, name_, raising=False)
+        fetch_and_generate(fake, pathlib.Path(folder))
+
+
+@pytest.mark.early(scenario=_both_journeys_without)
 @pytest.mark.parametrize("owner, name", POSIX_ONLY, ids=["%s.%s" % (o.__name__, n) for o, n in POSIX_ONLY])
-def test_fetch_and_generate_work_without(cli_env, tmp_path, monkeypatch, owner, name):
-    monkeypatch.delattr(owner, name, raising=False)
-    fetch_and_generate(cli_env, tmp_path)
+def test_fetch_and_generate_work_without(early, owner, name):
+    early()  # fetch_and_generate's checks, in the scenario: a failed one fails this test
 
 
-def test_fetch_and_generate_work_without_any_of_them(cli_env, tmp_path, monkeypatch):
-    for owner, name in POSIX_ONLY:
-        monkeypatch.delattr(owner, name, raising=False)
-    fetch_and_generate(cli_env, tmp_path)
+@pytest.mark.early(scenario=_both_journeys_without)
+def test_fetch_and_generate_work_without_any_of_them(early):
+    early()
 
 
 def test_without_os_kill_temp_files_of_other_runs_are_kept(cli_env, tmp_path, monkeypatch):
@@ -115,22 +131,33 @@ def test_console_main_without_sigterm(cli_env, tmp_path, monkeypatch):
     assert os.listdir(str(tmp_path)) == ["1.wav"]
 
 
-def test_bare_interpreter_fetch_from_a_lone_copy_saves_files(fake, tmp_path):
+def _bare_fetch_from_a_lone_copy(folder):
+    """The test below's child and its fake (an early scenario: conftest starts it at session start, on the
+    other core): its exit status, stdout, stderr and the checksums of what it saved."""
+    from fake_api import FakeCamb
+    lone = os.path.join(folder, "lone")
+    shutil.copytree(CHILD_MODULE_DIR, lone)  # copy2: the file's time kept, so its .pyc stays valid
+    with FakeCamb() as fake:
+        fake.add_run(11, size=5000)
+        fake.add_run(12, size=7000, kind="mp3")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env.update(CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url)
+        out = subprocess.run([sys.executable, "-S", "-m", "sound_bulk", "fetch", "11", "12", "-o",
+                              os.path.join(folder, "o"), "--json"], cwd=lone, env=env, timeout=60, **CAPTURE)
+    saved = {name: sha256_of(os.path.join(folder, "o", name)) for name in ("11.wav", "12.mp3")
+             if os.path.exists(os.path.join(folder, "o", name))}
+    return out.returncode, out.stdout, out.stderr, saved
+
+
+@pytest.mark.early(scenario=_bare_fetch_from_a_lone_copy)
+def test_bare_interpreter_fetch_from_a_lone_copy_saves_files(early):
     """`python -S -m sound_bulk fetch` from a folder holding only the file (and the .pyc Python would
     write there on a first run, copied from conftest's compiled copy, so this child does not compile the
     module again): what a locked-down host runs (in CI this runs under every version, 3.6 included)."""
-    lone = str(tmp_path / "lone")
-    shutil.copytree(CHILD_MODULE_DIR, lone)  # copy2: the file's time kept, so its .pyc stays valid
-    fake.add_run(11, size=5000)
-    fake.add_run(12, size=7000, kind="mp3")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env.update(CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url)
-    out = subprocess.run([sys.executable, "-S", "-m", "sound_bulk", "fetch", "11", "12", "-o", str(tmp_path / "o"),
-                          "--json"], cwd=str(lone), env=env, timeout=60, **CAPTURE)
-    assert out.returncode == 0, out.stderr
-    assert [json.loads(x)["status"] for x in out.stdout.splitlines()] == ["saved", "saved"]
-    assert sha256_of(str(tmp_path / "o" / "11.wav")) == body_sha256(11, 5000)
-    assert sha256_of(str(tmp_path / "o" / "12.mp3")) == body_sha256(12, 7000, "mp3")
+    code, out, err, saved = early()
+    assert code == 0, err
+    assert [json.loads(x)["status"] for x in out.splitlines()] == ["saved", "saved"]
+    assert saved == {"11.wav": body_sha256(11, 5000), "12.mp3": body_sha256(12, 7000, "mp3")}
 
 
 # What arrived after 3.6, and what to use instead.  The suite runs on 3.6 in CI; this check also runs on the host
@@ -196,14 +223,21 @@ def _newer_than_36(path):
     return found
 
 
-def test_no_name_newer_than_python_36():
-    """The module and the tests use nothing 3.6 lacks (a static look, so untested lines count too)."""
+def _names_newer_than_36(folder):
+    """What the test below looks for, in the module and the tests (an early scenario: conftest starts it
+    at session start, in a worker on the other core: a static look at ~15,000 lines)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     here = os.path.abspath(__file__)
     paths = [os.path.abspath(sb.__file__)] + sorted(
         os.path.join(root, "tests", n) for n in os.listdir(os.path.join(root, "tests"))
         if n.endswith(".py") and os.path.join(root, "tests", n) != here)  # this file names them all
-    found = [f for p in paths for f in _newer_than_36(p)]
+    return [f for p in paths for f in _newer_than_36(p)]
+
+
+@pytest.mark.early(scenario=_names_newer_than_36)
+def test_no_name_newer_than_python_36(early):
+    """The module and the tests use nothing 3.6 lacks (a static look, so untested lines count too)."""
+    found = early()
     assert not found, "\n".join(found)
 
 

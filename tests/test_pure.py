@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import sound_bulk as sb
-from conftest import any_text
+from conftest import any_text, property_scenario
 
 MAX = 2 ** 63 - 1
 
@@ -74,7 +74,7 @@ id_like = st.one_of(
 
 
 @given(st.lists(id_like, max_size=20))
-def test_validate_accepts_exactly_the_valid_set(values):
+def validate_accepts_exactly_the_valid_set(values):
     expected_values = [_valid_value(v) for v in values]
     if values and all(v is not None for v in expected_values):
         out = sb.validate_run_ids(values)
@@ -89,14 +89,27 @@ def test_validate_accepts_exactly_the_valid_set(values):
         assert len(info.value.invalid) == sum(1 for v in expected_values if v is None)
 
 
+@pytest.mark.early(scenario=property_scenario(validate_accepts_exactly_the_valid_set))
+def test_validate_accepts_exactly_the_valid_set(early):
+    """The property above, run in the early worker on the other core (conftest): pure computation that
+    this process need not wait for."""
+    early()  # fails the test with the property's failure, if any
+
+
 # -- chunked ----------------------------------------------------------------------
 
 @given(st.lists(st.integers()), st.integers(min_value=1, max_value=5))
-def test_chunked_concatenation_is_input(items, size):
+def chunked_concatenation_is_input(items, size):
     chunks = sb.chunked(items, size)
     assert [x for c in chunks for x in c] == items
     assert all(1 <= len(c) <= size for c in chunks)
     assert all(len(c) == size for c in chunks[:-1])
+
+
+@pytest.mark.early(scenario=property_scenario(chunked_concatenation_is_input))
+def test_chunked_concatenation_is_input(early):
+    """The property above, run in the early worker on the other core (conftest)."""
+    early()  # fails the test with the property's failure, if any
 
 
 @pytest.mark.parametrize("size", [0, 6, -1, 2.5, True, "5"])
@@ -179,7 +192,7 @@ json_values = st.recursive(
 
 
 @given(json_values, st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=5, unique=True))
-def test_parse_never_crashes_and_answers_every_id(body, ids):
+def parse_never_crashes_and_answers_every_id(body, ids):
     out = sb.parse_results(body, ids)
     assert list(out) == ids
     for rid, r in out.items():
@@ -191,14 +204,26 @@ def test_parse_never_crashes_and_answers_every_id(body, ids):
             assert r.url is None
 
 
+@pytest.mark.early(scenario=property_scenario(parse_never_crashes_and_answers_every_id))
+def test_parse_never_crashes_and_answers_every_id(early):
+    """The property above, run in the early worker on the other core (conftest)."""
+    early()  # fails the test with the property's failure, if any
+
+
 @given(st.dictionaries(st.integers(min_value=1, max_value=9).map(str), json_values, max_size=4),
        st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=5, unique=True))
-def test_parse_object_bodies_through_json_round_trip(body, ids):
+def parse_object_bodies_through_json_round_trip(body, ids):
     out = sb.parse_results(json.loads(json.dumps(body)), ids)
     assert list(out) == ids
     for rid in ids:
         if str(rid) not in body:
             assert out[rid].status == "missing"
+
+
+@pytest.mark.early(scenario=property_scenario(parse_object_bodies_through_json_round_trip))
+def test_parse_object_bodies_through_json_round_trip(early):
+    """The property above, run in the early worker on the other core (conftest)."""
+    early()  # fails the test with the property's failure, if any
 
 
 # -- sniff_audio ------------------------------------------------------------------------

@@ -121,10 +121,9 @@ sys.exit(sb.main(["generate", "rain", "--wait", "0", "-o", sys.argv[1], "--base-
 """
 
 
-def test_a_warning_without_v_is_terminal_safe_too(hostile, tmp_path):
-    """Warnings and errors go out even without -v (Python's last-resort handler), as they came.
-    fails before: a task ID a server chose (a newline, ESC) forged a line on stderr in the
-    'could not be recorded ... keep this ID' message when the manifest could not be written."""
+def _a_warning_without_v(folder):
+    """The test below's child and its server (an early scenario: conftest starts it at session start, on
+    the other core): the child's exit status and stderr."""
     import subprocess
     import sys
 
@@ -133,15 +132,26 @@ def test_a_warning_without_v_is_terminal_safe_too(hostile, tmp_path):
             return http(200, {"task_id": FORGED_TASK_ID})
         return http(200, {"status": "PENDING"})
 
-    hostile.handler = handler
-    from conftest import CHILD_MODULE_DIR as module_dir  # a compiled copy of the module
-    # -S: the child needs only the standard library and the module; site's .pth files cost ~80 ms here
-    proc = subprocess.Popen([sys.executable, "-S", "-c", _NO_ROOM_FOR_CREATED, str(tmp_path), hostile.base_url],
-                            cwd=module_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=dict(os.environ, PYTHONPATH=module_dir, CAMB_API_KEY=KEY))
-    out, err = proc.communicate(timeout=60)
-    err = err.decode("utf-8")
-    assert proc.returncode == 1, err
+    hostile = test_hostile.Hostile(handler)
+    try:
+        from conftest import CHILD_MODULE_DIR as module_dir  # a compiled copy of the module
+        # -S: the child needs only the standard library and the module; site's .pth files cost ~80 ms here
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _NO_ROOM_FOR_CREATED, folder, hostile.base_url],
+                                cwd=module_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=dict(os.environ, PYTHONPATH=module_dir, CAMB_API_KEY=KEY))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        hostile.close()
+    return proc.returncode, err.decode("utf-8")
+
+
+@pytest.mark.early(scenario=_a_warning_without_v)
+def test_a_warning_without_v_is_terminal_safe_too(early):
+    """Warnings and errors go out even without -v (Python's last-resort handler), as they came.
+    fails before: a task ID a server chose (a newline, ESC) forged a line on stderr in the
+    'could not be recorded ... keep this ID' message when the manifest could not be written."""
+    code, err = early()
+    assert code == 1, err
     assert "keep this ID" in err and "t1\\n102" in err
     assert "\x1b" not in err and "\n102 " not in err
 
