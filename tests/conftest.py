@@ -275,10 +275,12 @@ def _start_early_work(items):
     work = [(keys[_early_key(item)], _early_call(item)) for item in wanted]
     sys.stdout.flush()
     sys.stderr.flush()
+    pytest_pid = os.getpid()
     pid = os.fork()
     if pid == 0:  # the worker: never returns into pytest, never runs its exit handlers
         try:
             os.setpgid(0, 0)  # its own process group: a Ctrl-C at the terminal is pytest's to handle
+            threading.Thread(target=_end_with, args=(pytest_pid,), daemon=True).start()
             quiet = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(quiet, fd)
@@ -287,6 +289,19 @@ def _start_early_work(items):
         finally:
             os._exit(0)
     _early.update(pid=pid, folder=folder, keys=keys)
+
+
+def _end_with(pytest_pid):
+    """The worker's watchdog.  pytest stops the worker when the session ends, but a pytest killed
+    outright (a timeout that kills its process group, as tools/mutate.py's does, never reaches this
+    group) cannot: then the worker ends itself, with the interpreters it started, instead of running
+    on orphaned (a hanging mutant would keep a core busy for good).  Looks twice a second; ends with
+    the worker."""
+    import signal
+    import time
+    while os.getppid() == pytest_pid:
+        time.sleep(0.5)
+    os.killpg(0, signal.SIGKILL)
 
 
 def _early_worker(work):
