@@ -2693,8 +2693,9 @@ class _Crew:
             self._queue.append(item)
             if self._idle:
                 self._cond.notify()
-                return
-            if len(self._threads) >= self.size:
+            # A thread woken above counts as idle until it runs again, so a burst of puts must not take
+            # one idle thread for all of them: a new thread starts while items outnumber idle threads.
+            if len(self._queue) - self._head <= self._idle or len(self._threads) >= self.size:
                 return
             import threading
             thread = threading.Thread(target=self._serve, name="sound_bulk-%s" % self.kind, daemon=True)
