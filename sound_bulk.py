@@ -2431,11 +2431,7 @@ class _Writer:
             except OSError as exc:
                 self._behind_error = exc
                 return
-            if hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_DONTNEED"):
-                try:
-                    os.posix_fadvise(fd, 0, end, os.POSIX_FADV_DONTNEED)  # written now: drop it from the cache
-                except OSError:
-                    pass  # only a hint
+            _dont_need(fd, end)  # written now: drop it from the cache
         finally:
             os.close(fd)
 
@@ -2465,11 +2461,7 @@ class _Writer:
         starts the writeback without waiting for it (Linux), so the committer's fsync, later and in
         another thread, finds the file mostly written instead of all of it still to write: the disk
         works while the network does.  Only a hint; without it the fsync does it all."""
-        if hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_DONTNEED"):
-            try:
-                os.posix_fadvise(self.file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-            except OSError:
-                pass
+        _dont_need(self.file.fileno(), 0)
 
     def commit(self) -> None:
         if self._behind is not None:
@@ -2481,6 +2473,17 @@ class _Writer:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _dont_need(fd: int, length: int) -> None:
+    """posix_fadvise(POSIX_FADV_DONTNEED) over the first ``length`` bytes (0: all) of ``fd``: on Linux it
+    starts writing back what is dirty, without waiting, and drops from the page cache what is written.
+    Only a hint: where it does not exist, or the file system refuses it, nothing happens."""
+    if hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_DONTNEED"):
+        try:
+            os.posix_fadvise(fd, 0, length, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
 
 
 def _sweep_stale_parts(out_dir: str) -> None:

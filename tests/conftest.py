@@ -264,7 +264,7 @@ def _start_early_work(items):
     import threading
     wanted = [item for item in items if item.get_closest_marker("early") is not None]
     if (not wanted or not hasattr(os, "fork") or os.environ.get("SOUND_BULK_EARLY") == "0"
-            or threading.active_count() != 1 or _os_threads() != 1):
+            or (os.cpu_count() or 1) < 2 or threading.active_count() != 1 or _os_threads() != 1):
         return
     import atexit
     import shutil
@@ -280,7 +280,7 @@ def _start_early_work(items):
     if pid == 0:  # the worker: never returns into pytest, never runs its exit handlers
         try:
             os.setpgid(0, 0)  # its own process group: a Ctrl-C at the terminal is pytest's to handle
-            threading.Thread(target=_end_with, args=(pytest_pid,), daemon=True).start()
+            threading.Thread(target=_end_with, args=(pytest_pid, folder), daemon=True).start()
             quiet = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(quiet, fd)
@@ -291,16 +291,18 @@ def _start_early_work(items):
     _early.update(pid=pid, folder=folder, keys=keys)
 
 
-def _end_with(pytest_pid):
+def _end_with(pytest_pid, folder):
     """The worker's watchdog.  pytest stops the worker when the session ends, but a pytest killed
     outright (a timeout that kills its process group, as tools/mutate.py's does, never reaches this
     group) cannot: then the worker ends itself, with the interpreters it started, instead of running
-    on orphaned (a hanging mutant would keep a core busy for good).  Looks twice a second; ends with
-    the worker."""
+    on orphaned (a hanging mutant would keep a core busy for good), and removes the scenarios' folder,
+    which pytest's exit handler would have.  Looks twice a second; ends with the worker."""
+    import shutil
     import signal
     import time
     while os.getppid() == pytest_pid:
         time.sleep(0.5)
+    shutil.rmtree(folder, True)
     os.killpg(0, signal.SIGKILL)
 
 
@@ -342,7 +344,8 @@ def _early_result(item):
         if os.waitpid(_early["pid"], os.WNOHANG)[0]:
             _early["pid"] = None  # ended: one last look for the file, written just before the end
             continue
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline:  # stuck: stop it, so the early tests after this one fail at once
+            _stop_early_worker()
             pytest.fail("no result from the early worker (conftest) for %s in 600 s" % item.nodeid)
         time.sleep(0.002)
     with open(path, "rb") as f:
@@ -379,8 +382,12 @@ def early(request):
 
 
 def pytest_unconfigure(config):
+    _stop_early_worker()
+
+
+def _stop_early_worker():
     pid = _early["pid"]
-    if pid is not None:  # still there: ending after its last result, or the session ended early (-x, Ctrl-C)
+    if pid is not None:  # still there: ending after its last result, the session ended early (-x, Ctrl-C), or stuck
         import signal
         try:
             os.killpg(pid, signal.SIGKILL)  # with the child interpreters it started

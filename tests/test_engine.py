@@ -451,8 +451,8 @@ def _imports_of_a_fetch(folder):
         fake.add_runs([1, 2])
         fake.bulk_faults += [("status", 503)]  # one retry, which logs: still no logging module
         code = ("import sys, sound_bulk\n"
-                "print(sorted(m for m in ('threading', 'collections', 'json', 'http.client', 'ssl', 'argparse')\n"
-                "             if m in sys.modules))\n"
+                "print(sorted(m for m in ('threading', 'collections', 'json', 'http.client', 'ssl', 'argparse',\n"
+                "                         'shutil') if m in sys.modules))\n"
                 "c = sound_bulk.Client(%r, base_url=%r, sleep=lambda s: None)\n"
                 "print([o.status for o in c.fetch([1, 2], %r)])\n"
                 "print(sorted(m for m in ('logging', 'concurrent.futures') if m in sys.modules))\n"

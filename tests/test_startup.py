@@ -108,3 +108,19 @@ def test_python_m_exits_normally_when_something_may_still_need_it(leaving, monke
         code = "sound_bulk: stopped"
     assert sb._end_process(code) is None
     assert leaving == []
+
+
+def test_python_m_sound_bulk_takes_the_quick_exit():
+    """`python -m sound_bulk` (here through runpy, as -m does) ends through _end_process: its output is
+    there, its status is the command's, and the interpreter's teardown (an exit handler registered
+    before it) never runs.  A child interpreter: the quick exit ends the process it runs in."""
+    import subprocess
+    from conftest import CHILD_MODULE_DIR
+    code = ("import atexit, runpy, sys\n"
+            "atexit.register(print, 'teardown')\n"
+            "sys.argv = ['sound_bulk', '--version']\n"
+            "runpy.run_module('sound_bulk', run_name='__main__', alter_sys=True)\n")
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=CHILD_MODULE_DIR, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "sound_bulk %s\n" % sb.__version__  # before: "...\nteardown\n"

@@ -109,13 +109,17 @@ def test_without_fdatasync_or_posix_fadvise_big_files_still_download(fake, clien
     assert sha(path) == body_sha256(5, 9 * MIB)
     assert "sound_bulk-write-behind" in synced  # the fallback ran behind the download
 
+    refused = []
+
     def refuse(*args):
+        refused.append(args)
         raise OSError(errno.EOPNOTSUPP, "Operation not supported")
 
     monkeypatch.setattr(os, "posix_fadvise", refuse, raising=False)
     monkeypatch.setattr(os, "POSIX_FADV_DONTNEED", 4, raising=False)
     path, _ = client.download(6, str(tmp_path))
     assert sha(path) == body_sha256(6, 9 * MIB)
+    assert refused  # the hint was asked for, and its refusal cost nothing
 
 
 @pytest.mark.parametrize("short_of", ["descriptors", "threads"])
@@ -123,8 +127,10 @@ def test_no_descriptor_or_thread_to_spare_leaves_the_writing_to_the_final_fsync(
                                                                                 monkeypatch, short_of):
     """A process at its limit of open files (os.dup: EMFILE) or of threads still downloads: the write-behind
     is only a head start, never a reason for a transfer to fail."""
+    refused = []
     if short_of == "descriptors":
         def dup(fd):
+            refused.append(fd)
             raise OSError(errno.EMFILE, "Too many open files")
         monkeypatch.setattr(os, "dup", dup)
     else:
@@ -132,6 +138,7 @@ def test_no_descriptor_or_thread_to_spare_leaves_the_writing_to_the_final_fsync(
 
         def start(self):  # the servers' and the client's other threads start as usual
             if self.name == "sound_bulk-write-behind":
+                refused.append(self.name)
                 raise RuntimeError("can't start new thread")
             return real_start(self)
         monkeypatch.setattr(threading.Thread, "start", start)
@@ -139,3 +146,4 @@ def test_no_descriptor_or_thread_to_spare_leaves_the_writing_to_the_final_fsync(
     path, size = client.download(5, str(tmp_path))
     assert size == 9 * MIB and sha(path) == body_sha256(5, 9 * MIB)
     assert len(fake.seen("storage")) == 1  # one transfer, not one broken off and resumed
+    assert refused  # the write-behind was tried, and its refusal cost nothing
