@@ -214,152 +214,42 @@ def _set_aside_what_lives_to_the_end():
 
 
 def pytest_collection_modifyitems(items):
-    # The tests whose scenarios run early (below) come last: their scenarios have the whole session to end
+    # The long tests (marked early) come last: the other core's worker (tests/two_cores.py) starts there
     marked = [item for item in items if item.get_closest_marker("early") is not None]
     items[:] = [item for item in items if item.get_closest_marker("early") is None] + marked
 
 
 def pytest_collection_finish(session):
     _set_aside_what_lives_to_the_end()  # the second time: the collected tests
-    if not session.config.option.collectonly:
-        _start_early_work(session.items)
 
 
-# -- scenarios started early, on the other core -----------------------------------------------------------
+def pytest_configure(config):
+    import two_cores  # the tests shared with a forked copy of this process, on the other core
+    config.pluginmanager.register(two_cores.TwoCores(config), "sound_bulk-two-cores")
+
+
+def pytest_unconfigure(config):
+    two = config.pluginmanager.get_plugin("sound_bulk-two-cores")
+    if two is not None:
+        two.stop()
+
+
+# -- long tests: scenario and checks -----------------------------------------------------------------------
 #
 # A test marked ``@pytest.mark.early(scenario=function)`` gets, by calling its ``early`` fixture, what
-# ``function(folder, **its parameters)`` returned (``folder``: a new empty folder).  The scenarios of the
-# selected tests run one after another, from the start of the session, in a forked copy of this process
-# (one worker), while the other tests run here.  They are the tests that mostly wait (for the child
-# interpreters they start, for a timeout) or compute alone (the costliest hypothesis properties,
-# property_scenario below), and this machine has a second core.  These tests run last (their scenarios
-# have the whole session to end); each checks its scenario's result (waiting for it if need be).
-# Scenarios touch nothing of this process (no servers, threads or patches here; their own fake API runs
-# in the worker), so nothing can leak between them and the other tests, and the results are the same as
-# when the scenario runs in the test itself, which is what happens when no worker could be started (no
-# os.fork, threads already running), for a test outside the worker's list, or with SOUND_BULK_EARLY=0.
-
-_early = {"pid": None, "folder": None, "keys": {}}
-
-
-def _early_key(item):
-    return item.nodeid
-
-
-def _early_call(item):
-    marker = item.get_closest_marker("early")
-    params = dict(item.callspec.params) if hasattr(item, "callspec") else {}  # a parametrized test's values
-    return marker.kwargs["scenario"], params
-
-
-def _os_threads():
-    try:
-        with open("/proc/self/status") as f:
-            return [int(line.split()[1]) for line in f if line.startswith("Threads:")][0]
-    except (OSError, IndexError, ValueError):
-        return 1
-
-
-def _start_early_work(items):
-    import threading
-    wanted = [item for item in items if item.get_closest_marker("early") is not None]
-    if (not wanted or not hasattr(os, "fork") or os.environ.get("SOUND_BULK_EARLY") == "0"
-            or (os.cpu_count() or 1) < 2 or threading.active_count() != 1 or _os_threads() != 1):
-        return
-    import atexit
-    import shutil
-    import tempfile
-    folder = tempfile.mkdtemp(prefix="sound_bulk-early-")
-    atexit.register(shutil.rmtree, folder, True)
-    keys = {_early_key(item): os.path.join(folder, "%d.result" % i) for i, item in enumerate(wanted)}
-    work = [(keys[_early_key(item)], _early_call(item)) for item in wanted]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pytest_pid = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # the worker: never returns into pytest, never runs its exit handlers
-        try:
-            os.setpgid(0, 0)  # its own process group: a Ctrl-C at the terminal is pytest's to handle
-            threading.Thread(target=_end_with, args=(pytest_pid, folder), daemon=True).start()
-            quiet = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(quiet, fd)
-            sys.stdin = sys.stdout = sys.stderr = io.StringIO()
-            _early_worker(work)
-        finally:
-            os._exit(0)
-    _early.update(pid=pid, folder=folder, keys=keys)
-
-
-def _end_with(pytest_pid, folder):
-    """The worker's watchdog.  pytest stops the worker when the session ends, but a pytest killed
-    outright (a timeout that kills its process group, as tools/mutate.py's does, never reaches this
-    group) cannot: then the worker ends itself, with the interpreters it started, instead of running
-    on orphaned (a hanging mutant would keep a core busy for good), and removes the scenarios' folder,
-    which pytest's exit handler would have.  Looks twice a second; ends with the worker."""
-    import shutil
-    import signal
-    import time
-    while os.getppid() == pytest_pid:
-        time.sleep(0.5)
-    shutil.rmtree(folder, True)
-    os.killpg(0, signal.SIGKILL)
-
-
-def _early_worker(work):
-    import pickle
-    import traceback
-    for result_path, (scenario, params) in work:
-        folder = result_path[:-len(".result")]
-        try:
-            os.mkdir(folder)
-            result = (True, scenario(folder, **params))
-        except BaseException:  # KeyboardInterrupt included: the test says what happened
-            result = (False, traceback.format_exc())
-        try:
-            data = pickle.dumps(result)
-        except Exception:
-            data = pickle.dumps((False, "the scenario's result cannot be pickled:\n" + traceback.format_exc()))
-        with open(result_path + ".tmp", "wb") as f:
-            f.write(data)
-        os.rename(result_path + ".tmp", result_path)  # whole or not at all
-
-
-def _early_result(item):
-    import pickle
-    import time
-    path = _early["keys"].get(_early_key(item))
-    if path is None:  # no worker, or not among its work: run it now, here
-        import atexit
-        import shutil
-        import tempfile
-        scenario, params = _early_call(item)
-        folder = tempfile.mkdtemp(prefix="sound_bulk-early-")
-        atexit.register(shutil.rmtree, folder, True)
-        return scenario(folder, **params)
-    deadline = time.monotonic() + 600  # a bound for a loaded machine; every scenario bounds its own waits
-    while not os.path.exists(path):
-        if _early["pid"] is None:
-            pytest.fail("the early worker (conftest) ended without the result of %s" % item.nodeid)
-        if os.waitpid(_early["pid"], os.WNOHANG)[0]:
-            _early["pid"] = None  # ended: one last look for the file, written just before the end
-            continue
-        if time.monotonic() > deadline:  # stuck: stop it, so the early tests after this one fail at once
-            _stop_early_worker()
-            pytest.fail("no result from the early worker (conftest) for %s in 600 s" % item.nodeid)
-        time.sleep(0.002)
-    with open(path, "rb") as f:
-        ok, value = pickle.load(f)
-    if not ok:
-        pytest.fail("the scenario failed in the early worker (conftest):\n" + value, pytrace=False)
-    return value
+# ``function(folder, **its parameters)`` returned (``folder``: a new empty folder).  These are the tests that
+# mostly wait (for the child interpreters they start, for a timeout) or compute alone (the costliest
+# hypothesis properties, property_scenario below).  They run last in collection order, which is where the
+# worker on the other core (tests/two_cores.py) starts taking tests, so they start at once and overlap
+# with the short tests that run here.  The scenario, the doing part, is kept apart from the checks, which
+# are the test's body.
 
 
 def property_scenario(prop, folder_as=None):
     """An early scenario that runs ``prop``, a hypothesis property (a function under @given; ``folder_as``:
     the name of its one other argument, given the scenario's folder as a Path).  It returns None; when the
-    property fails, the failure carries hypothesis's report (the falsifying example), which the worker
-    would otherwise print to nowhere."""
+    property fails, the failure carries hypothesis's report (the falsifying example), whichever process ran
+    it (tests/two_cores.py)."""
     def scenario(folder):
         import pathlib
         from hypothesis.reporting import with_reporter
@@ -375,26 +265,16 @@ def property_scenario(prop, folder_as=None):
 
 
 @pytest.fixture
-def early(request):
-    """``early()``: what the test's scenario (``@pytest.mark.early(scenario=function)``) returned, waiting
-    for it if need be; a scenario that raised fails the test with its traceback.  See above."""
-    return lambda: _early_result(request.node)
-
-
-def pytest_unconfigure(config):
-    _stop_early_worker()
-
-
-def _stop_early_worker():
-    pid = _early["pid"]
-    if pid is not None:  # still there: ending after its last result, the session ended early (-x, Ctrl-C), or stuck
-        import signal
-        try:
-            os.killpg(pid, signal.SIGKILL)  # with the child interpreters it started
-        except OSError:
-            pass
-        os.waitpid(pid, 0)
-        _early["pid"] = None
+def early(request, tmp_path):
+    """``early()``: what the test's scenario (``@pytest.mark.early(scenario=function)``) returned, run in
+    a new empty folder; a scenario that raised fails the test with its traceback.  See above."""
+    def result():
+        scenario = request.node.get_closest_marker("early").kwargs["scenario"]
+        params = dict(request.node.callspec.params) if hasattr(request.node, "callspec") else {}
+        folder = tmp_path / "scenario"
+        folder.mkdir()
+        return scenario(str(folder), **params)
+    return result
 
 
 _set_aside_what_lives_to_the_end()  # the first time: start-up (pytest, hypothesis, the module)

@@ -209,8 +209,7 @@ def _two_downloads_held_back(fake):
 
 
 def _interrupt_a_real_child(folder):
-    """The test below, up to its checks (an early scenario: conftest starts it at session start, on the
-    other core, with its own fake)."""
+    """The test below, up to its checks (an early scenario: conftest, with its own fake)."""
     from fake_api import FakeCamb
     with FakeCamb() as fake:
         _two_downloads_held_back(fake)

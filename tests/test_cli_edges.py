@@ -88,7 +88,7 @@ def test_out_that_is_a_file_is_a_usage_error_before_any_request(env, tmp_path, c
 
 def _usage_children(folder):
     """The children of the test below: each form's argv, exit status, stdout and stderr (an early scenario:
-    conftest starts it at session start, on the other core)."""
+    conftest)."""
     script = os.path.join(folder, "sound-bulk")
     with open(script, "w") as f:
         f.write("import sys\nsys.path.insert(0, %r)\nimport sound_bulk\nsound_bulk.console_main()\n" % MODULE_DIR)
@@ -261,8 +261,8 @@ def no_argv_gives_a_traceback(tmp_path, argv, stdin):
 
 @pytest.mark.early(scenario=property_scenario(no_argv_gives_a_traceback, folder_as="tmp_path"))
 def test_no_argv_gives_a_traceback(early):
-    """The property above, run in the early worker on the other core (conftest): it changes this process's
-    environment and working folder while it runs, which the worker's copy alone sees."""
+    """The property above, run as an early scenario (conftest): it changes the process's environment and
+    working folder while it runs, and puts them back."""
     early()  # fails the test with the property's failure, if any
 
 

@@ -225,8 +225,8 @@ def test_configuration_from_environment(monkeypatch):
 
 
 def _self_signed_server(folder):
-    """The test below, up to its checks (an early scenario: conftest starts it at session start, in a
-    worker on the other core: an openssl child, a TLS fake, the system's CA store loaded)."""
+    """The test below, up to its checks (an early scenario: conftest; an openssl child, a TLS fake, the
+    system's CA store loaded)."""
     import ssl
     import subprocess
     from fake_api import FakeCamb, tls_context

@@ -141,8 +141,8 @@ def test_refreshes_are_bounded(fake, client, tmp_path):
 
 
 def _slow_body(folder):
-    """The test below, up to its checks (an early scenario: conftest starts it at session start, in a
-    worker on the other core, with its own fake: this process would only wait for the timeout)."""
+    """The test below, up to its checks (an early scenario: conftest, with its own fake; it mostly waits
+    for the timeout)."""
     from conftest import Sleeps
     from fake_api import FakeCamb
     sleeps = Sleeps()
@@ -271,7 +271,7 @@ def any_chunk_boundaries_give_the_same_file(size, sizes, kind):
 
 @pytest.mark.early(scenario=property_scenario(any_chunk_boundaries_give_the_same_file))
 def test_any_chunk_boundaries_give_the_same_file(early):
-    """The property above, run in the early worker on the other core (conftest)."""
+    """The property above, run as an early scenario (conftest)."""
     early()  # fails the test with the property's failure, if any
 
 
@@ -284,8 +284,8 @@ def test_short_body_against_content_length_is_caught():
 
 
 def _peak_memory_of_two_downloads(folder):
-    """The test below's child and its fake (an early scenario: conftest starts it at session start, on the
-    other core): the child's exit status, stdout and stderr, and the size of the big file on disk."""
+    """The test below's child and its fake (an early scenario: conftest): the child's exit status, stdout
+    and stderr, and the size of the big file on disk."""
     from fake_api import FakeCamb
     small, big = 1024 * 1024, 16 * 1024 * 1024
     with FakeCamb() as fake:

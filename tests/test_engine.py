@@ -394,8 +394,8 @@ def test_ctrl_c_after_the_work_is_done_does_not_change_the_result(env, tmp_path,
 
 
 def _second_ctrl_c_during_clean_up(folder):
-    """The test below, up to its checks (an early scenario: conftest starts it at session start, in a
-    worker on the other core, with its own fake: the two Ctrl-Cs go to the worker)."""
+    """The test below, up to its checks (an early scenario: conftest, with its own fake; the two Ctrl-Cs go
+    to the process it runs in)."""
     import signal
     from fake_api import FakeCamb
     with FakeCamb() as fake, pytest.MonkeyPatch.context() as monkeypatch:
@@ -442,8 +442,7 @@ def test_a_second_ctrl_c_during_clean_up_still_reports_every_run_and_leaves_no_p
 # -- start-up: nothing heavy that a fetch does not need --------------------------------------------
 
 def _imports_of_a_fetch(folder):
-    """The test below's child and its fake (an early scenario: conftest starts it at session start, on the
-    other core): what the child printed."""
+    """The test below's child and its fake (an early scenario: conftest): what the child printed."""
     import subprocess
     import sys
     from fake_api import FakeCamb

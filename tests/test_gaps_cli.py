@@ -96,8 +96,8 @@ def test_the_progress_line_is_cleared_before_results_and_summary(env, tmp_path):
 
 
 def _ctrl_c_while_run_3_stalls(folder):
-    """The test below, up to its checks (an early scenario: conftest starts it at session start, in a
-    worker on the other core, with its own fake: the Ctrl-C goes to the worker)."""
+    """The test below, up to its checks (an early scenario: conftest, with its own fake; the Ctrl-C goes to
+    the process it runs in)."""
     from fake_api import FakeCamb
     with FakeCamb() as fake, pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("CAMB_API_KEY", API_KEY)

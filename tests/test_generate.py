@@ -102,8 +102,7 @@ def test_music_may_be_longer(env, tmp_path):
 
 
 def _kill_a_generate_then_rerun(folder):
-    """The test below, up to its checks (an early scenario: conftest starts it at session start, on the
-    other core, with its own fake)."""
+    """The test below, up to its checks (an early scenario: conftest, with its own fake)."""
     from fake_api import FakeCamb
     with FakeCamb() as fake:
         fake.task_plan += [("success", 10 ** 6), ("success", 10 ** 6)]

@@ -432,7 +432,7 @@ def text_pages_are_not_audio(text, codec, page):
 
 @pytest.mark.early(scenario=property_scenario(text_pages_are_not_audio))
 def test_text_pages_are_not_audio(early):
-    """The property above, run in the early worker on the other core (conftest)."""
+    """The property above, run as an early scenario (conftest)."""
     early()  # fails the test with the property's failure, if any
 
 

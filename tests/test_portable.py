@@ -81,8 +81,7 @@ def fetch_and_generate(fake, tmp_path):
 
 def _both_journeys_without(folder, owner=None, name=None):
     """fetch_and_generate (and its checks) without ``owner.name``, or without any of POSIX_ONLY (an early
-    scenario: conftest runs it in a worker on the other core, with its own fake; the names are taken away
-    there, and put back before its next scenario)."""
+    scenario: conftest, with its own fake; the names are taken away while it runs, and put back)."""
     import pathlib
     from fake_api import FakeCamb
     with FakeCamb() as fake, pytest.MonkeyPatch.context() as monkeypatch:
@@ -132,8 +131,8 @@ def test_console_main_without_sigterm(cli_env, tmp_path, monkeypatch):
 
 
 def _bare_fetch_from_a_lone_copy(folder):
-    """The test below's child and its fake (an early scenario: conftest starts it at session start, on the
-    other core): its exit status, stdout, stderr and the checksums of what it saved."""
+    """The test below's child and its fake (an early scenario: conftest): its exit status, stdout, stderr
+    and the checksums of what it saved."""
     from fake_api import FakeCamb
     lone = os.path.join(folder, "lone")
     shutil.copytree(CHILD_MODULE_DIR, lone)  # copy2: the file's time kept, so its .pyc stays valid
@@ -224,8 +223,8 @@ def _newer_than_36(path):
 
 
 def _names_newer_than_36(folder):
-    """What the test below looks for, in the module and the tests (an early scenario: conftest starts it
-    at session start, in a worker on the other core: a static look at ~15,000 lines)."""
+    """What the test below looks for, in the module and the tests (an early scenario: conftest; a static
+    look at ~15,000 lines)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     here = os.path.abspath(__file__)
     paths = [os.path.abspath(sb.__file__)] + sorted(

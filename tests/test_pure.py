@@ -93,8 +93,7 @@ def validate_accepts_exactly_the_valid_set(values):
 
 @pytest.mark.early(scenario=property_scenario(validate_accepts_exactly_the_valid_set))
 def test_validate_accepts_exactly_the_valid_set(early):
-    """The property above, run in the early worker on the other core (conftest): pure computation that
-    this process need not wait for."""
+    """The property above, run as an early scenario (conftest): pure computation, among the longest tests."""
     early()  # fails the test with the property's failure, if any
 
 
@@ -110,7 +109,7 @@ def chunked_concatenation_is_input(items, size):
 
 @pytest.mark.early(scenario=property_scenario(chunked_concatenation_is_input))
 def test_chunked_concatenation_is_input(early):
-    """The property above, run in the early worker on the other core (conftest)."""
+    """The property above, run as an early scenario (conftest)."""
     early()  # fails the test with the property's failure, if any
 
 
@@ -208,7 +207,7 @@ def parse_never_crashes_and_answers_every_id(body, ids):
 
 @pytest.mark.early(scenario=property_scenario(parse_never_crashes_and_answers_every_id))
 def test_parse_never_crashes_and_answers_every_id(early):
-    """The property above, run in the early worker on the other core (conftest)."""
+    """The property above, run as an early scenario (conftest)."""
     early()  # fails the test with the property's failure, if any
 
 
@@ -224,7 +223,7 @@ def parse_object_bodies_through_json_round_trip(body, ids):
 
 @pytest.mark.early(scenario=property_scenario(parse_object_bodies_through_json_round_trip))
 def test_parse_object_bodies_through_json_round_trip(early):
-    """The property above, run in the early worker on the other core (conftest)."""
+    """The property above, run as an early scenario (conftest)."""
     early()  # fails the test with the property's failure, if any
 
 

@@ -122,8 +122,7 @@ sys.exit(sb.main(["generate", "rain", "--wait", "0", "-o", sys.argv[1], "--base-
 
 
 def _a_warning_without_v(folder):
-    """The test below's child and its server (an early scenario: conftest starts it at session start, on
-    the other core): the child's exit status and stderr."""
+    """The test below's child and its server (an early scenario: conftest): the child's exit status and stderr."""
     import subprocess
     import sys
 
