@@ -32,9 +32,111 @@ import warnings
 import pytest
 from _pytest.runner import runtestprotocol
 
-_COUNTERS = struct.Struct("qqq")  # front (taken here: [0, front)), back (taken there: [back, n)), bytes
-_RECORD = struct.Struct("qq")  # a record's test index and the length of its pickled reports
 MIN_TESTS = 40
+
+
+def can_fork():
+    """Whether a forked copy of this process can share the work: fork, two cores, no other thread yet
+    (a fork copies only the thread that calls it), and not turned off."""
+    import threading
+    return (hasattr(os, "fork") and (os.cpu_count() or 1) >= 2 and os.environ.get("SOUND_BULK_EARLY") != "0"
+            and threading.active_count() == 1 and _os_threads() == 1)
+
+
+class _Split:
+    """A list of n jobs shared with one forked copy: this process takes jobs by index from the front, the
+    fork takes them from the back, until the two meet.  The fork appends each result, as (index, bytes), to
+    a file both hold open (unlinked), and publishes its length.  Everything shared lives under one lock,
+    a token in a pipe."""
+
+    _COUNTERS = struct.Struct("qqq")  # front: jobs below it are ours; back: jobs from it are the fork's; length
+    _RECORD = struct.Struct("qq")  # a result's index and length
+
+    def __init__(self, n):
+        import tempfile
+        self.memory = mmap.mmap(-1, self._COUNTERS.size)
+        self._COUNTERS.pack_into(self.memory, 0, 0, n, 0)
+        self.lock_r, self.lock_w = os.pipe()
+        os.write(self.lock_w, b"t")
+        self.log = tempfile.TemporaryFile(prefix="sound_bulk-two-cores-")
+        self.written = self.read = 0
+        self.results = {}
+        self.pid = None  # the fork, in this process, until it is known to have ended
+
+    def _counters(self, change=None):
+        """(front, back, length), read under the lock; ``change(front, back, length)`` may return new
+        values, written under the same lock."""
+        os.read(self.lock_r, 1)
+        try:
+            values = self._COUNTERS.unpack_from(self.memory, 0)
+            new = change(*values) if change is not None else None
+            if new is not None:
+                self._COUNTERS.pack_into(self.memory, 0, *new)
+            return values
+        finally:
+            os.write(self.lock_w, b"t")
+
+    def take(self, i):
+        """Here: whether job i is ours (then it is, and so is every job before it), or the fork's.  Once
+        the fork has ended, every job without a result is ours."""
+        if self.pid is None:
+            return i not in self.results
+        front, back, _ = self._counters(lambda front, back, n: (max(front, i + 1), back, n) if i < back else None)
+        return i < back
+
+    def take_from_back(self):
+        """In the fork: the index of the next job it takes, or None once the two have met."""
+        front, back, _ = self._counters(lambda front, back, n: (front, back - 1, n) if back > front else None)
+        return back - 1 if back > front else None
+
+    def give(self, i, data):
+        """In the fork: job i's result."""
+        os.pwrite(self.log.fileno(), self._RECORD.pack(i, len(data)) + data, self.written)
+        self.written += self._RECORD.size + len(data)
+        self._counters(lambda front, back, n, end=self.written: (front, back, end))
+
+    def result(self, i):
+        """Here: the fork's result of job i, waiting for it; None if the fork ended without it."""
+        while i not in self.results:
+            length = self._counters()[2]
+            while self.read < length:
+                index, size = self._RECORD.unpack(os.pread(self.log.fileno(), self._RECORD.size, self.read))
+                self.results[index] = os.pread(self.log.fileno(), size, self.read + self._RECORD.size)
+                self.read += self._RECORD.size + size
+            if i in self.results or self.pid is None:
+                break
+            if os.waitpid(self.pid, os.WNOHANG)[0]:
+                self.pid = None  # ended: one last look at what it wrote
+                continue
+            time.sleep(0.002)
+        return self.results.pop(i, None)
+
+    def stop(self):
+        """Here: ends the fork, if it has not ended by itself."""
+        if self.pid is not None:
+            import signal
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.pid = None
+
+
+def _fork(split, work):
+    """Starts the fork, which runs ``work()`` and ends; in this process, returns."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the fork: never returns, never runs exit handlers
+        status = 0
+        try:
+            work()
+        except BaseException:  # a Ctrl-C, or pytest stopping: what it did not give is done here
+            status = 1
+        finally:
+            os._exit(status)
+    split.pid = pid
 
 
 class TwoCores:
@@ -42,50 +144,45 @@ class TwoCores:
 
     def __init__(self, config):
         self.config = config
-        self.shared = []  # the tests, in collection order
-        self.index = {}  # test -> its place in self.shared
-        self.role = None  # None: no worker; "main"; "worker"
-        self.pid = None  # the worker, while it may still send records
-        self.records = {}  # index -> the worker's pickled record, read so far
-        self.read_upto = 0
+        self.split = None  # the tests' split, in pytest's process, while a worker may have tests
+        self.index = {}  # test -> its place in the list
+        self.items = []
         self.reports = None  # in the worker: what pytest reports about the test under way
+        self.rewriting = None  # while the test files' asserts are rewritten on two cores: ends that
 
-    # -- start ----------------------------------------------------------------------------------------
+    # -- assert rewriting ----------------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config):
+        self.rewriting = share_rewriting(config)
+
+    @pytest.hookimpl
+    def pytest_collection_finish(self, session):
+        if self.rewriting is not None:
+            self.rewriting()
+            self.rewriting = None
+
+    # -- the tests ------------------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
         """Starts the worker, then lets pytest's loop run here (the worker never comes back into it)."""
-        import threading
         config = self.config
         capman = config.pluginmanager.getplugin("capturemanager")
-        if (len(session.items) < MIN_TESTS or not hasattr(os, "fork") or os.environ.get("SOUND_BULK_EARLY") == "0"
-                or (os.cpu_count() or 1) < 2 or threading.active_count() != 1 or _os_threads() != 1
-                or session.testsfailed or config.option.collectonly or config.getoption("usepdb", False)
-                or config.getoption("capture", "fd") == "no" or not hasattr(capman, "_global_capturing")):
+        if (len(session.items) < MIN_TESTS or not can_fork() or session.testsfailed or config.option.collectonly
+                or config.getoption("usepdb", False) or config.getoption("capture", "fd") == "no"
+                or not hasattr(capman, "_global_capturing")):
             return None
-        import tempfile
-        self.shared = list(session.items)
-        self.index = {item: i for i, item in enumerate(self.shared)}
-        self.memory = mmap.mmap(-1, _COUNTERS.size)
-        _COUNTERS.pack_into(self.memory, 0, 0, len(self.shared), 0)
-        self.lock_r, self.lock_w = os.pipe()
-        os.write(self.lock_w, b"t")
-        self.log = tempfile.TemporaryFile(prefix="sound_bulk-back-worker-")  # unlinked: never left behind
-        sys.stdout.flush()
-        sys.stderr.flush()
+        self.items = list(session.items)
+        self.index = {item: i for i, item in enumerate(self.items)}
+        split = _Split(len(self.items))
         parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the worker: never returns into pytest's loop, never runs exit handlers
-            status = 0
-            try:
-                self.role = "worker"
-                self._quiet(capman)
-                self._work(session, parent)
-            except BaseException:  # a Ctrl-C, or pytest stopping: what it did not record runs there
-                status = 1
-            finally:
-                os._exit(status)
-        self.role, self.pid = "main", pid
+
+        def work():
+            self._quiet(capman)
+            self._work(session, split, parent)
+        _fork(split, work)
+        self.split = split  # here only: in the worker, pytest's own protocol runs each test
         return None
 
     def _quiet(self, capman):
@@ -101,111 +198,46 @@ class TwoCores:
             capman.start_global_capturing()
             capman.suspend_global_capture()
 
-    # -- shared counters ------------------------------------------------------------------------------
-
-    def _counters(self, change=None):
-        """(front, back, bytes recorded), read under the lock; ``change(front, back, size)`` may give
-        new values, written under the same lock."""
-        os.read(self.lock_r, 1)
-        try:
-            values = _COUNTERS.unpack_from(self.memory, 0)
-            if change is not None:
-                new = change(*values)
-                if new is not None:
-                    _COUNTERS.pack_into(self.memory, 0, *new)
-            return values
-        finally:
-            os.write(self.lock_w, b"t")
-
-    def _claim(self, from_front):
-        """The next test from the front (here) or the back (the worker): its index, or None when the two
-        have met."""
-        def take(front, back, size):
-            if front < back:
-                return (front + 1, back, size) if from_front else (front, back - 1, size)
-            return None
-        front, back, _ = self._counters(take)
-        if front >= back:
-            return None
-        return front if from_front else back - 1
-
-    # -- the worker -----------------------------------------------------------------------------------
-
-    def _work(self, session, parent):
-        offset = 0
-        current = self._claim(from_front=False)
+    def _work(self, session, split, parent):
+        current = split.take_from_back()
         while current is not None and os.getppid() == parent:
-            following = self._claim(from_front=False)
-            item = self.shared[current]
+            following = split.take_from_back()
+            item = self.items[current]
             self.reports, self.seen = [], []
-            nextitem = None if following is None else self.shared[following]
+            nextitem = None if following is None else self.items[following]
             item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-            data = pickle.dumps((self.reports, self.seen))
-            os.pwrite(self.log.fileno(), _RECORD.pack(current, len(data)) + data, offset)
-            offset += _RECORD.size + len(data)
-            self._counters(lambda front, back, size, end=offset: (front, back, end))
+            split.give(current, pickle.dumps((self.reports, self.seen)))
             if session.shouldfail or session.shouldstop:
                 break
             current = following
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report):
-        if self.role == "worker" and self.reports is not None:
+        if self.reports is not None:  # in the worker
             self.reports.append(self.config.hook.pytest_report_to_serializable(config=self.config, report=report))
 
     @pytest.hookimpl
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
-        if self.role == "worker" and self.reports is not None:
+        if self.reports is not None:
             self.seen.append(_warning(warning_message) + (when,))
-
-    # -- this process ---------------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):
-        if self.role != "main" or item not in self.index:
+        if self.split is None or item not in self.index:
             return None  # pytest's own protocol
         i = self.index[item]
-        front = self._counters()[0]
-        if i >= front and (self.pid is None or self._claim(from_front=True) == i):
-            pass  # ours now (the worker gone: everything without a record is ours)
-        elif i < front:
-            pass  # claimed as the test after the one before
-        else:
-            record = self._wait_for(i)
+        if not self.split.take(i):
+            record = self.split.result(i)
             if record is not None:
                 self._replay(item, record)
                 return True
-        self._run_here(item, i)
-        return True
-
-    def _run_here(self, item, i):
-        following = None
-        if i + 1 < len(self.shared):
-            nxt = i + 1
-            if self.pid is None or nxt < self._counters()[0] or self._claim(from_front=True) == nxt:
-                following = self.shared[nxt]
+        following = None  # the test this process runs next: the fixtures they share stay up
+        if i + 1 < len(self.items) and self.split.take(i + 1):
+            following = self.items[i + 1]
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         runtestprotocol(item, nextitem=following)
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-
-    def _wait_for(self, i):
-        """The worker's record of test i, waiting for it; None if the worker ended without it."""
-        while i not in self.records:
-            size = self._counters()[2]
-            while self.read_upto < size:
-                head = os.pread(self.log.fileno(), _RECORD.size, self.read_upto)
-                index, length = _RECORD.unpack(head)
-                self.records[index] = os.pread(self.log.fileno(), length, self.read_upto + _RECORD.size)
-                self.read_upto += _RECORD.size + length
-            if i in self.records:
-                break
-            if self.pid is None:
-                return None
-            if os.waitpid(self.pid, os.WNOHANG)[0]:
-                self.pid = None  # ended: one last look at what it wrote
-                continue
-            time.sleep(0.002)
-        return self.records.pop(i)
+        return True
 
     def _replay(self, item, record):
         reports, seen = pickle.loads(record)
@@ -221,14 +253,52 @@ class TwoCores:
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
     def stop(self):
-        if self.pid is not None:  # the session ended before it did (-x, Ctrl-C)
-            import signal
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            os.waitpid(self.pid, 0)
-            self.pid = None
+        if self.split is not None:  # the session ended before the worker did (-x, Ctrl-C)
+            self.split.stop()
+
+
+def share_rewriting(config):
+    """pytest rewrites the asserts of each test file as it imports it, and with no bytecode cache
+    (PYTHONDONTWRITEBYTECODE=1, as in CI, where every run is a first run) it does so on every run: 1-2.5 s
+    of CPU before the first test.  A fork rewrites the test files from the back of the list while pytest
+    works from the front; pytest takes the fork's code for a file the fork has done (or is doing).  Only
+    pytest's own rewriting runs, in either process, so the code is the same.  Returns what ends the
+    sharing, or None when there is none (a cache may be in use, pytest does not rewrite, no fork)."""
+    import glob
+    import marshal
+    try:
+        from _pytest.assertion import rewrite
+        original = rewrite._rewrite_test
+    except (ImportError, AttributeError):
+        return None
+    if not sys.dont_write_bytecode or config.getoption("assertmode", None) != "rewrite" or not can_fork():
+        return None
+    files = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_*.py")))
+    index = {path: i for i, path in enumerate(files)}
+    split = _Split(len(files))
+
+    def work():
+        from pathlib import Path
+        i = split.take_from_back()
+        while i is not None:
+            first, code = original(Path(files[i]), config)
+            split.give(i, pickle.dumps((first, marshal.dumps(code))))
+            i = split.take_from_back()
+    _fork(split, work)
+
+    def rewrite_test(fn, config):
+        i = index.get(os.path.abspath(str(fn)))
+        data = None if i is None or split.take(i) else split.result(i)
+        if data is None:
+            return original(fn, config)
+        first, code = pickle.loads(data)
+        return first, marshal.loads(code)
+
+    def end():
+        rewrite._rewrite_test = original
+        split.stop()
+    rewrite._rewrite_test = rewrite_test
+    return end
 
 
 def _warning(w):
