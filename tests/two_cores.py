@@ -273,7 +273,11 @@ def share_rewriting(config):
         return None
     if not sys.dont_write_bytecode or config.getoption("assertmode", None) != "rewrite" or not can_fork():
         return None
-    files = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_*.py")))
+    files = []  # the test files the command line names, in the order pytest imports them
+    for arg in config.args:
+        path = os.path.join(str(config.invocation_params.dir), str(arg).split("::")[0])
+        files += sorted(glob.glob(os.path.join(path, "test_*.py"))) if os.path.isdir(path) else [path]
+    files = [os.path.abspath(path) for path in files if path.endswith(".py")]
     index = {path: i for i, path in enumerate(files)}
     split = _Split(len(files))
 

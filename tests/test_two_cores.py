@@ -1,0 +1,138 @@
+"""tests/two_cores.py, the plugin that shares the suite with a forked worker: a small suite run with it in a
+child pytest, where what each process ran is known."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import HERE
+
+CONFTEST = """
+import os
+import sys
+sys.path.insert(0, {here!r})
+os.environ["TWO_CORES_MAIN"] = str(os.getpid())  # pytest's process; the worker inherits it
+
+
+def pytest_configure(config):
+    import two_cores
+    config.pluginmanager.register(two_cores.TwoCores(config), "two-cores")
+
+
+def pytest_unconfigure(config):
+    config.pluginmanager.get_plugin("two-cores").stop()
+"""
+
+MODULE = """
+import os
+import time
+import warnings
+
+import pytest
+
+MODULE = {module!r}
+
+
+def log(*words):
+    fd = os.open(os.environ["TWO_CORES_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, (" ".join(map(str, words)) + "\\n").encode())
+    os.close(fd)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_fixture():
+    log("setup", MODULE, os.getpid())
+    yield
+    log("teardown", MODULE, os.getpid())
+
+
+@pytest.mark.parametrize("n", range({count}))
+def test_it(n):
+    log("run", MODULE, n, os.getpid())
+    value = n
+{special}
+"""
+
+SPECIAL = {
+    "a": """
+    if n == 0:  # the worker has taken c1, c0, b2, b1 and b0 (and a34 as its next) before this process goes on
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.environ["TWO_CORES_LOG"] + ".b0") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    if n == 5:
+        print("shown a5")
+        assert value == 3
+    if n == 34 and os.getpid() != int(os.environ["TWO_CORES_MAIN"]):
+        os._exit(3)  # the worker dies in the middle of a test
+""",
+    "b": """
+    if n == 0:
+        open(os.environ["TWO_CORES_LOG"] + ".b0", "w").close()
+    if n == 1:
+        warnings.warn("careful b1")
+""",
+    "c": """
+    if n == 0:
+        print("shown c0")
+        assert value == 7
+    if n == 1:
+        pytest.skip("skipped c1")
+""",
+}
+
+
+def _small_suite(folder):
+    """Runs the small suite in a child pytest (an early scenario: conftest): its exit status, its output
+    and the log its tests wrote."""
+    import pathlib
+    folder = pathlib.Path(folder)
+    (folder / "conftest.py").write_text(CONFTEST.format(here=HERE))
+    for module, count in (("a", 35), ("b", 3), ("c", 2)):
+        (folder / ("test_%s.py" % module)).write_text(
+            MODULE.format(module=module, count=count, special=SPECIAL[module].strip("\n")))
+    log = folder / "log"
+    env = dict(os.environ, TWO_CORES_LOG=str(log))
+    env.pop("SOUND_BULK_EARLY", None)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider"],
+                          cwd=str(folder), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=300)
+    return proc.returncode, proc.stdout, log.read_text()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or (os.cpu_count() or 1) < 2, reason="the worker needs fork and 2 cores")
+@pytest.mark.early(scenario=_small_suite)
+def test_the_worker_takes_tests_from_the_back_and_pytest_reports_them_all_in_order(early):
+    """Timing assumed: the worker starts and runs five tiny tests within 60 s (the first test waits for
+    that, so what each process runs is known).  The worker runs c1, c0, b2, b1, b0, then dies in a34; pytest's
+    process runs a0-a33, then a34 itself (no record), and hands on the worker's reports: failure, skip and
+    warning included, in collection order.  Each process sets up a module's fixture for the tests it runs
+    in a row and tears it down when its next test is elsewhere (the worker goes backwards)."""
+    returncode, out, log = early()
+    assert returncode == 1, out
+    assert "2 failed, 37 passed, 1 skipped, 1 warning" in out, out
+    names = [line.split(" ")[0] for line in out.splitlines() if " PASSED " in line or " FAILED " in line
+             or " SKIPPED " in line]
+    assert names == (["test_a.py::test_it[%d]" % n for n in range(35)] + ["test_b.py::test_it[%d]" % n
+                                                                         for n in range(3)]
+                     + ["test_c.py::test_it[%d]" % n for n in range(2)]), out
+    assert "shown a5" in out and "assert 5 == 3" in out  # pytest's own failure, with its rewritten assert
+    assert "shown c0" in out and "assert 0 == 7" in out  # the worker's, just the same
+    assert "careful b1" in out and "skipped c1" in out
+
+    runs, fixtures = {}, {}
+    for line in log.splitlines():
+        words = line.split()
+        if words[0] == "run":
+            runs.setdefault(words[1] + words[2], []).append(int(words[3]))
+        else:
+            fixtures.setdefault(int(words[2]), []).append(words[0] + " " + words[1])
+    main = runs["a0"][0]
+    worker = runs["c1"][0]
+    assert main != worker
+    assert {name: pids for name, pids in runs.items() if pids != [main]} == {
+        "b0": [worker], "b1": [worker], "b2": [worker], "c0": [worker], "c1": [worker], "a34": [worker, main]}
+    assert len(runs) == 40
+    # a33 was this process's last test as far as it knew (a34 was the worker's): all torn down after it
+    assert fixtures == {worker: ["setup c", "teardown c", "setup b", "teardown b", "setup a"],
+                        main: ["setup a", "teardown a", "setup a", "teardown a"]}
