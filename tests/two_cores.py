@@ -57,7 +57,9 @@ class _Split:
         self.memory = mmap.mmap(-1, self._COUNTERS.size)
         self._COUNTERS.pack_into(self.memory, 0, 0, n, 0)
         self.lock_r, self.lock_w = os.pipe()
+        os.set_blocking(self.lock_r, False)  # both processes wait in select(), and look at the other
         os.write(self.lock_w, b"t")
+        self.parent = os.getpid()
         self.log = tempfile.TemporaryFile(prefix="sound_bulk-two-cores-")
         self.written = self.read = 0
         self.results = {}
@@ -66,7 +68,7 @@ class _Split:
     def _counters(self, change=None):
         """(front, back, length), read under the lock; ``change(front, back, length)`` may return new
         values, written under the same lock."""
-        os.read(self.lock_r, 1)
+        held = self._lock()
         try:
             values = self._COUNTERS.unpack_from(self.memory, 0)
             new = change(*values) if change is not None else None
@@ -74,7 +76,27 @@ class _Split:
                 self._COUNTERS.pack_into(self.memory, 0, *new)
             return values
         finally:
-            os.write(self.lock_w, b"t")
+            if held:
+                os.write(self.lock_w, b"t")
+
+    def _lock(self):
+        """Takes the token: True.  False when the fork has ended, maybe with the token (killed while it
+        held it): the lock is not needed any more.  The fork ends itself when pytest's process is gone,
+        whoever held the token."""
+        import select
+        while True:
+            try:
+                if os.read(self.lock_r, 1):
+                    return True
+            except BlockingIOError:
+                pass
+            if os.getpid() != self.parent:
+                if os.getppid() != self.parent:
+                    os._exit(1)
+            elif self.pid is None or os.waitpid(self.pid, os.WNOHANG)[0]:
+                self.pid = None
+                return False
+            select.select([self.lock_r], [], [], 0.5)
 
     def take(self, i):
         """Here: whether job i is ours (then it is, and so is every job before it), or the fork's.  Once
