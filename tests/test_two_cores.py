@@ -15,13 +15,9 @@ sys.path.insert(0, {here!r})
 os.environ["TWO_CORES_MAIN"] = str(os.getpid())  # pytest's process; the worker inherits it
 
 
-def pytest_configure(config):
+def pytest_addoption(parser, pluginmanager):
     import two_cores
-    config.pluginmanager.register(two_cores.TwoCores(config), "two-cores")
-
-
-def pytest_unconfigure(config):
-    config.pluginmanager.get_plugin("two-cores").stop()
+    pluginmanager.register(two_cores.TwoCores(), "two-cores")
 """
 
 MODULE = """

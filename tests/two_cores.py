@@ -162,10 +162,10 @@ def _fork(split, work):
 
 
 class TwoCores:
-    """The plugin: conftest registers one per session."""
+    """The plugin: conftest registers one per session (tests/test_two_cores.py makes its own)."""
 
-    def __init__(self, config):
-        self.config = config
+    def __init__(self):
+        self.config = None
         self.split = None  # the tests' split, in pytest's process, while a worker may have tests
         self.index = {}  # test -> its place in the list
         self.items = []
@@ -176,7 +176,12 @@ class TwoCores:
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config):
+        self.config = config
         self.rewriting = share_rewriting(config)
+
+    @pytest.hookimpl
+    def pytest_unconfigure(self, config):
+        self.stop()
 
     @pytest.hookimpl
     def pytest_collection_finish(self, session):
