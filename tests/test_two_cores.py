@@ -90,8 +90,8 @@ def _small_suite(folder):
     log = folder / "log"
     env = dict(os.environ, TWO_CORES_LOG=str(log))
     env.pop("SOUND_BULK_EARLY", None)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider"],
-                          cwd=str(folder), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+    proc = subprocess.run(command, cwd=str(folder), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, timeout=300)
     return proc.returncode, proc.stdout, log.read_text()
 
