@@ -52,9 +52,19 @@ def test_it(n):
 
 SPECIAL = {
     "a": """
-    if n == 0:  # the worker has taken c1, c0, b2, b1 and b0 (and a34 as its next) before this process goes on
+    if n == 0:  # this process goes on once the worker has run c1, c0, b2, b1 and b0, and died in a34
         deadline = time.monotonic() + 60
-        while not os.path.exists(os.environ["TWO_CORES_LOG"] + ".b0") and time.monotonic() < deadline:
+        while not os.path.getsize(os.environ["TWO_CORES_LOG"] + ".b0") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(os.environ["TWO_CORES_LOG"] + ".b0") as f:
+            stat = "/proc/%s/stat" % f.read()
+        while time.monotonic() < deadline:
+            try:
+                with open(stat) as f:
+                    if f.read().rpartition(")")[2].split()[0] == "Z":
+                        break
+            except OSError:
+                break
             time.sleep(0.01)
     if n == 5:
         print("shown a5")
@@ -64,7 +74,8 @@ SPECIAL = {
 """,
     "b": """
     if n == 0:
-        open(os.environ["TWO_CORES_LOG"] + ".b0", "w").close()
+        with open(os.environ["TWO_CORES_LOG"] + ".b0", "w") as f:
+            f.write(str(os.getpid()))
     if n == 1:
         warnings.warn("careful b1")
 """,
@@ -88,6 +99,7 @@ def _small_suite(folder):
         (folder / ("test_%s.py" % module)).write_text(
             MODULE.format(module=module, count=count, special=SPECIAL[module].strip("\n")))
     log = folder / "log"
+    (folder / "log.b0").write_text("")
     env = dict(os.environ, TWO_CORES_LOG=str(log))
     env.pop("SOUND_BULK_EARLY", None)
     command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
@@ -96,14 +108,16 @@ def _small_suite(folder):
     return proc.returncode, proc.stdout, log.read_text()
 
 
-@pytest.mark.skipif(not hasattr(os, "fork") or (os.cpu_count() or 1) < 2, reason="the worker needs fork and 2 cores")
+@pytest.mark.skipif(not hasattr(os, "fork") or (os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self"),
+                    reason="the worker needs fork and 2 cores; the test looks at it in /proc")
 @pytest.mark.early(scenario=_small_suite)
 def test_the_worker_takes_tests_from_the_back_and_pytest_reports_them_all_in_order(early):
-    """Timing assumed: the worker starts and runs five tiny tests within 60 s (the first test waits for
-    that, so what each process runs is known).  The worker runs c1, c0, b2, b1, b0, then dies in a34; pytest's
-    process runs a0-a33, then a34 itself (no record), and hands on the worker's reports: failure, skip and
-    warning included, in collection order.  Each process sets up a module's fixture for the tests it runs
-    in a row and tears it down when its next test is elsewhere (the worker goes backwards)."""
+    """Timing assumed: the worker starts, runs five tiny tests and dies within 60 s (the first test waits
+    for that, on Linux's /proc, so what each process runs is known).  The worker runs c1, c0, b2, b1, b0,
+    then dies in a34; pytest's process runs a0-a33, then a34 itself (no record), and hands on the worker's
+    reports: failure, skip and warning included, in collection order.  Each process sets up a module's
+    fixture for the tests it runs in a row and tears it down when its next test is elsewhere (the worker
+    goes backwards)."""
     returncode, out, log = early()
     assert returncode == 1, out
     assert "2 failed, 37 passed, 1 skipped, 1 warning" in out, out
@@ -129,6 +143,6 @@ def test_the_worker_takes_tests_from_the_back_and_pytest_reports_them_all_in_ord
     assert {name: pids for name, pids in runs.items() if pids != [main]} == {
         "b0": [worker], "b1": [worker], "b2": [worker], "c0": [worker], "c1": [worker], "a34": [worker, main]}
     assert len(runs) == 40
-    # a33 was this process's last test as far as it knew (a34 was the worker's): all torn down after it
+    # the worker was gone before a33 ended: a34 was then this process's to run next, so a stayed up
     assert fixtures == {worker: ["setup c", "teardown c", "setup b", "teardown b", "setup a"],
-                        main: ["setup a", "teardown a", "setup a", "teardown a"]}
+                        main: ["setup a", "teardown a"]}

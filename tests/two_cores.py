@@ -101,10 +101,15 @@ class _Split:
     def take(self, i):
         """Here: whether job i is ours (then it is, and so is every job before it), or the fork's.  Once
         the fork has ended, every job without a result is ours."""
-        if self.pid is None:
-            return i not in self.results
-        front, back, _ = self._counters(lambda front, back, n: (max(front, i + 1), back, n) if i < back else None)
-        return i < back
+        if self.pid is not None:
+            front, back, _ = self._counters(lambda front, back, n: (max(front, i + 1), back, n) if i < back else None)
+            if i < back:
+                return True
+            if self.pid is not None and not os.waitpid(self.pid, os.WNOHANG)[0]:
+                return False  # the fork's, and the fork is at work
+            self.pid = None
+        self._read()  # the fork has ended: what it wrote is all there is
+        return i not in self.results
 
     def take_from_back(self):
         """In the fork: the index of the next job it takes, or None once the two have met."""
@@ -120,11 +125,7 @@ class _Split:
     def result(self, i):
         """Here: the fork's result of job i, waiting for it; None if the fork ended without it."""
         while i not in self.results:
-            length = self._counters()[2]
-            while self.read < length:
-                index, size = self._RECORD.unpack(os.pread(self.log.fileno(), self._RECORD.size, self.read))
-                self.results[index] = os.pread(self.log.fileno(), size, self.read + self._RECORD.size)
-                self.read += self._RECORD.size + size
+            self._read()
             if i in self.results or self.pid is None:
                 break
             if os.waitpid(self.pid, os.WNOHANG)[0]:
@@ -132,6 +133,14 @@ class _Split:
                 continue
             time.sleep(0.002)
         return self.results.pop(i, None)
+
+    def _read(self):
+        """Here: the results the fork has written since the last look."""
+        length = self._counters()[2]
+        while self.read < length:
+            index, size = self._RECORD.unpack(os.pread(self.log.fileno(), self._RECORD.size, self.read))
+            self.results[index] = os.pread(self.log.fileno(), size, self.read + self._RECORD.size)
+            self.read += self._RECORD.size + size
 
     def stop(self):
         """Here: ends the fork, if it has not ended by itself."""
