@@ -1,12 +1,14 @@
 """Gaps a mutation run showed: `tools/mutate.py --seed 31 --sample 150` on main 86ca9be (4646 mutants in
 all, so a different sample from test_gaps_run31.py's): the suite passed with these wrong.
 
-Each test names what it guards; they kill mutants #678, #813, #848, #1786, #2604, #3120 and #4645 of
+Each test names what it guards; they kill mutants #678, #813, #848, #1786, #2604, #3120, #4190, #4199 and #4645 of
 that run (checked one by one with SOUND_BULK_UNDER_TEST)."""
 
+import io
 import json
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -131,3 +133,17 @@ def test_python_m_sound_bulk_keeps_its_exit_status_when_another_thread_is_alive(
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "no run IDs given" in proc.stderr
+
+
+def test_the_progress_line_is_redrawn_at_most_ten_times_a_second(monkeypatch):
+    """Bytes arriving keep the terminal's progress line current, but it is drawn again only once 0.1 s
+    has passed since the last drawing (on the command's clock, here a fake one), not on every chunk."""
+    now = [1000.0]
+    monkeypatch.setattr(sb, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    screen = io.StringIO()
+    progress = sb._Progress(screen, 2)
+    for at in (0.05, 0.10, 0.15, 0.19, 0.21, 0.25, 0.40):
+        now[0] = 1000.0 + at
+        progress.add_bytes(1024)
+    drawn = [text.split("  ")[1] for text in screen.getvalue().split("\r\x1b[K")[1:]]
+    assert drawn == ["2.0 KiB", "5.0 KiB", "7.0 KiB"]  # at 0.10, 0.21 and 0.40 s
