@@ -40,6 +40,8 @@ def test_an_api_that_hangs_up_on_every_try_is_unreachable_once_more_than_one_try
 def test_the_same_prompt_twice_is_two_sounds_and_a_third_asks_for_one_more(env, tmp_path):
     """Each occurrence of a prompt is its own task and its own file (prompt_keys counts them), also on a
     rerun: asking for "rain" three times after two were made pays for exactly one more."""
+    env.default_task_plan = ("success", 0)  # done at the first poll: no real pause between polls
+
     def creations():
         return len([r for r in env.seen("api", "POST") if r["path"] == "/apis/text-to-sound"])
     code, out, err = run(["generate", "rain", "rain", "-o", str(tmp_path), "--json"])
@@ -60,6 +62,7 @@ def test_a_broken_manifest_line_of_another_event_without_a_task_is_ignored_not_t
     not a submission ("saved"), says nothing about money spent: it is ignored and the prompt is submitted
     as usual, not held back as maybe paid."""
     fake = env
+    fake.default_task_plan = ("success", 0)  # done at the first poll: no real pause between polls
     key = sb.prompt_keys(["rain"], None, "sound")[0]
     with open(str(tmp_path / sb.MANIFEST_NAME), "w") as f:
         f.write(json.dumps({"event": "saved", "key": key, "error": 5}) + "\n")
