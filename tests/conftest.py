@@ -58,8 +58,6 @@ def any_text(max_size):
     return st.lists(st.sampled_from(_ALPHABET), max_size=max_size).map("".join)
 
 
-
-
 def _temp_files_in_memory(folder="/dev/shm", room=2 << 30):
     """The tests' temp files (tmp_path, and everything else tempfile makes in this process) go to a
     memory file system when there is one with room, unless TMPDIR says where they go.  The module fsyncs
@@ -79,6 +77,7 @@ def _temp_files_in_memory(folder="/dev/shm", room=2 << 30):
 
 
 _temp_files_in_memory()
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)

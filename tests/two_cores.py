@@ -209,6 +209,9 @@ class TwoCores:
                 or config.getoption("usepdb", False) or config.getoption("capture", "fd") == "no"
                 or not hasattr(capman, "_global_capturing")):
             return None
+        factory = getattr(config, "_tmp_path_factory", None)
+        if factory is not None:  # one folder of temp folders for both, made here: pytest here removes it in time
+            factory.getbasetemp()  # (one made in the worker would stay for good, locked by a process that is gone)
         self.items = list(session.items)
         self.index = {item: i for i, item in enumerate(self.items)}
         split = _Split(len(self.items))
