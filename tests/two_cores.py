@@ -190,10 +190,14 @@ class TwoCores:
 
     @pytest.hookimpl
     def pytest_unconfigure(self, config):
+        self._end_rewriting()  # the session ended before its collection did
         self.stop()
 
     @pytest.hookimpl
     def pytest_collection_finish(self, session):
+        self._end_rewriting()
+
+    def _end_rewriting(self):
         if self.rewriting is not None:
             self.rewriting()
             self.rewriting = None
@@ -298,7 +302,7 @@ class TwoCores:
 
 def share_rewriting(config):
     """pytest rewrites the asserts of each test file as it imports it, and with no bytecode cache
-    (PYTHONDONTWRITEBYTECODE=1, as in CI, where every run is a first run) it does so on every run: 1-2.5 s
+    (PYTHONDONTWRITEBYTECODE=1, as in CI, where every run is a first run) it does so on every run: 1-1.5 s
     of CPU before the first test.  A fork rewrites the test files from the back of the list while pytest
     works from the front; pytest takes the fork's code for a file the fork has done (or is doing).  Only
     pytest's own rewriting runs, in either process, so the code is the same.  Returns what ends the
