@@ -187,6 +187,36 @@ def client(make_client):
     return make_client()
 
 
+@pytest.fixture
+def hostile():
+    """A ``Hostile`` server (tests/hostile_server.py): each test sets its ``handler``."""
+    from hostile_server import Hostile
+    server = Hostile()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make(hostile, sleeps):
+    """``make(**kw)``: a Client for the hostile server, with its key KEY and the fake sleep and clock."""
+    from hostile_server import KEY
+    made = []
+
+    def make(**kw):
+        kw.setdefault("api_key", KEY)
+        kw.setdefault("base_url", hostile.base_url)
+        kw.setdefault("sleep", sleeps)
+        kw.setdefault("clock", sleeps.clock)
+        kw.setdefault("rand", lambda: 0.5)
+        kw.setdefault("timeout", 5)
+        made.append(sound_bulk.Client(**kw))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
 @pytest.fixture(autouse=True)
 def _no_env_key(monkeypatch):
     monkeypatch.delenv("CAMB_API_KEY", raising=False)

@@ -14,12 +14,9 @@ import pytest
 import sound_bulk as sb
 from conftest import run
 from fake_api import API_KEY
-import test_hostile
-from test_hostile import http
+from hostile_server import http
 from test_integrity import Storage, fill, reply, wav
 
-# test_hostile's fixtures, bound by assignment (pytest finds them by these names)
-hostile, make = test_hostile.hostile, test_hostile.make
 
 
 @pytest.mark.parametrize("status", [408, 429])

@@ -14,11 +14,8 @@ import pytest
 
 import sound_bulk as sb
 from conftest import CHILD_MODULE_DIR, run
-import test_hostile
-from test_hostile import http, wav
+from hostile_server import KEY, http, wav
 
-# test_hostile's fixtures, bound by assignment (pytest finds them by these names)
-hostile, make = test_hostile.hostile, test_hostile.make
 
 
 @pytest.mark.parametrize("tries", [1, 2])
@@ -61,22 +58,21 @@ def test_a_broken_manifest_line_of_another_event_without_a_task_is_ignored_not_t
     """A broken line (its error is not text) that names a prompt's key but no task, with an event that is
     not a submission ("saved"), says nothing about money spent: it is ignored and the prompt is submitted
     as usual, not held back as maybe paid."""
-    fake = env
-    fake.default_task_plan = ("success", 0)  # done at the first poll: no real pause between polls
+    env.default_task_plan = ("success", 0)  # done at the first poll: no real pause between polls
     key = sb.prompt_keys(["rain"], None, "sound")[0]
     with open(str(tmp_path / sb.MANIFEST_NAME), "w") as f:
         f.write(json.dumps({"event": "saved", "key": key, "error": 5}) + "\n")
     code, out, err = run(["generate", "rain", "-o", str(tmp_path), "--json"])
     assert code == 0, err
     assert [json.loads(line)["status"] for line in out.splitlines()] == ["saved"]
-    assert len([r for r in fake.seen("api", "POST") if r["path"] == "/apis/text-to-sound"]) == 1
+    assert len([r for r in env.seen("api", "POST") if r["path"] == "/apis/text-to-sound"]) == 1
 
 
 @pytest.mark.parametrize("piece, hidden", [(6, True), (5, False)])
 def test_a_piece_of_the_key_at_the_end_of_a_message_is_hidden_from_six_characters(hostile, make, piece, hidden):
     """A server text cut so that it ends with the key's first characters: six or more are redacted
     (_MIN_KEY_FRAGMENT), five are too short to say anything and stay."""
-    key = test_hostile.KEY  # make()'s
+    key = KEY  # make()'s
     hostile.handler = lambda method, path, body: http(400, {"detail": "bad request near " + key[:piece]})
     error = make(max_attempts=1).get_results([1])[1].error
     assert error.endswith("near <redacted>" if hidden else "near " + key[:piece]), error
@@ -85,7 +81,7 @@ def test_a_piece_of_the_key_at_the_end_of_a_message_is_hidden_from_six_character
 @pytest.mark.parametrize("piece, hidden", [(6, True), (5, False)])
 def test_a_piece_of_the_key_at_the_start_of_an_answer_is_hidden_from_six_characters(hostile, make, piece, hidden):
     """The other end: an answer that starts with the key's last characters (a cut made before them)."""
-    key = test_hostile.KEY
+    key = KEY
     hostile.handler = lambda method, path, body: http(200, key[-piece:] + " was the start of it")
     error = make(max_attempts=1).get_results([1])[1].error
     assert "was the start of it" in error and (key[-piece:] in error) is not hidden, error

@@ -9,7 +9,7 @@ import pytest
 
 import sound_bulk as sb
 from fake_api import API_KEY
-from test_hostile import wav
+from hostile_server import wav
 
 KEY = "mend-test-key-0123456789"
 

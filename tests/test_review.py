@@ -1,5 +1,5 @@
 """A second adversarial review of issue 8's promises (the "review" helper): each test here broke a
-README promise on main before its fix.  Servers are ``test_hostile.Hostile`` on 127.0.0.1."""
+README promise on main before its fix.  Servers are ``hostile_server.Hostile`` on 127.0.0.1."""
 
 import io
 import json
@@ -8,12 +8,9 @@ import os
 import pytest
 
 import sound_bulk as sb
-import test_hostile
-from test_hostile import KEY, cli, http, wav
-
-# The fixtures, bound by assignment (pytest finds them by these names): an import that test parameters of the
-# same name shadow is what ruff's F811 refuses.
-hostile, make = test_hostile.hostile, test_hostile.make
+import hostile_server
+from hostile_server import KEY, http, wav
+from test_hostile import cli
 
 
 def redirecting_creation(hostile, status):
@@ -131,7 +128,7 @@ def _a_warning_without_v(folder):
             return http(200, {"task_id": FORGED_TASK_ID})
         return http(200, {"status": "PENDING"})
 
-    hostile = test_hostile.Hostile(handler)
+    hostile = hostile_server.Hostile(handler)
     try:
         from conftest import CHILD_MODULE_DIR as module_dir  # a compiled copy of the module
         # -S: the child needs only the standard library and the module; site's .pth files cost ~80 ms here
