@@ -1785,18 +1785,33 @@ class _Answer:
             return b""
 
     def read_all(self, limit: int) -> bytes:
-        try:
-            data = self.response.read(limit + 1)
-        except ValueError as exc:
-            raise TransportError("unreadable body framing: %s" % self._redact(_exc_text(exc))) from None
-        if len(data) > limit:
-            raise TransportError("the answer is larger than %d bytes" % limit, retryable=False)
+        """The whole body, redacted; TransportError when it is over ``limit`` bytes or cut short."""
         expected = self.length()
+        data = b""
+        if expected is None or expected <= limit:  # else refused unread
+            try:
+                data = self._read_unframed(limit + 1) if expected is None else self.response.read(expected)
+            except ValueError as exc:
+                raise TransportError("unreadable body framing: %s" % self._redact(_exc_text(exc))) from None
+        if max(len(data), expected or 0) > limit:
+            raise TransportError("the answer is larger than %d bytes" % limit, retryable=False)
         if expected is not None and len(data) < expected:
             # http.client returns short at EOF without raising: count the bytes ourselves.
             raise TransportError("the answer was cut short (%d of %d bytes)" % (len(data), expected))
         self._done = True
         return self._redact(data)
+
+    def _read_unframed(self, most: int) -> bytes:
+        # In pieces: http.client's read(n) first allocates n bytes, and n would be the 16 MiB limit here.
+        pieces: "List[bytes]" = []
+        size = 0
+        while size < most:
+            piece = self.response.read(min(most - size, 256 * 1024))
+            if not piece:
+                break
+            pieces.append(piece)
+            size += len(piece)
+        return b"".join(pieces)
 
     def length(self) -> "Optional[int]":
         """The body's length as the answer frames it: its Content-Length, unless the body is sent with a

@@ -312,3 +312,40 @@ def test_a_download_url_that_is_not_http_is_refused_with_the_run_named(fake, cli
     assert str(info.value).startswith("run 5: not an http(s) URL: ftp://files.example/a.wav")
     assert "secret" not in str(info.value)
     assert fake.requests == [] and os.listdir(str(tmp_path)) == []
+
+
+# -- how big an API answer may be -----------------------------------------------------------------
+
+def _results_answer(padding, framing):
+    """A bulk answer for run 1 (ready) padded to a chosen size, framed by Content-Length, in chunks, or by
+    the end of the connection."""
+    body = ('{"1": {"output_url": "http://127.0.0.1:9/a.wav", "pad": "%s"}}' % ("x" * padding)).encode()
+    if framing == "length":
+        return body, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    if framing == "close":
+        return body, (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body,)
+    pieces = [body[i:i + 70001] for i in range(0, len(body), 70001)]
+    raw = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    return body, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + raw
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_an_api_answer_of_exactly_the_size_limit_is_read_whole(hostile, make, monkeypatch, framing):
+    """Up to MAX_JSON_BYTES is taken, however the answer is framed; 300 KB bodies come in many reads."""
+    body, raw = _results_answer(300000, framing)
+    monkeypatch.setattr(sb, "MAX_JSON_BYTES", len(body))
+    hostile.handler = lambda method, path, sent: raw
+    out = make().get_results([1])
+    assert out[1].status == "ready" and out[1].url == "http://127.0.0.1:9/a.wav"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_an_api_answer_one_byte_over_the_limit_is_refused_and_not_asked_again(hostile, make, monkeypatch,
+                                                                               framing):
+    body, raw = _results_answer(300000, framing)
+    monkeypatch.setattr(sb, "MAX_JSON_BYTES", len(body) - 1)
+    hostile.handler = lambda method, path, sent: raw
+    out = make().get_results([1])
+    assert out[1].status == "missing"
+    assert "larger than %d bytes" % (len(body) - 1) in out[1].error
+    assert len(hostile.seen) == 1, "a too-big answer is not worth a second try"
