@@ -3523,8 +3523,8 @@ def _terminal_columns() -> int:
     return columns if columns > 0 else 80
 
 
-def _help_formatter() -> "Type[argparse.HelpFormatter]":
-    """argparse's formatter, but prose is wrapped to the terminal and indented lines (examples) kept."""
+def _help_formatter(columns: "int") -> "Type[argparse.HelpFormatter]":
+    """argparse's formatter, but prose is wrapped to ``columns`` and indented lines (examples) kept."""
     import argparse
     import textwrap
 
@@ -3532,7 +3532,7 @@ def _help_formatter() -> "Type[argparse.HelpFormatter]":
         def __init__(self, prog: "str", indent_increment: "int" = 2, max_help_position: "int" = 24,
                      width: "Optional[int]" = None) -> None:
             if width is None:  # argparse asks the terminal itself only from 3.8 on ($COLUMNS before)
-                width = _terminal_columns() - 2
+                width = columns - 2
             super().__init__(prog, indent_increment, max_help_position, width)
 
         def _fill_text(self, text: "str", width: "int", indent: "str") -> str:
@@ -3568,9 +3568,24 @@ def _add_common_options(parser: "argparse.ArgumentParser", before_command: "bool
                        help="log every request (key and URL signatures redacted) to standard error")
 
 
-def _build_parser(prog: "str" = "python -m sound_bulk") -> "argparse.ArgumentParser":
+def _parser(prog: "str") -> "argparse.ArgumentParser":
+    """The command line's parser, built again only when ``prog`` or the terminal's width has changed
+    since the last call: a caller that runs main() again and again (a notebook, the tests) saves the
+    ~2-3 ms that argparse takes to build it.  Parsing does not change a parser."""
+    key = (prog, _terminal_columns())
+    if _LAST_PARSER and _LAST_PARSER[0][0] == key:
+        return _LAST_PARSER[0][1]
+    parser = _build_parser(*key)
+    _LAST_PARSER[:] = [(key, parser)]
+    return parser
+
+
+_LAST_PARSER: "List[Tuple[Tuple[str, int], argparse.ArgumentParser]]" = []
+
+
+def _build_parser(prog: "str", columns: "int") -> "argparse.ArgumentParser":
     import argparse
-    formatter = _help_formatter()
+    formatter = _help_formatter(columns)
     parser = argparse.ArgumentParser(prog=prog, description=_DESCRIPTION, formatter_class=formatter)
     parser.add_argument("--version", action="version", version="sound_bulk " + __version__)
     # The common options are taken before the command too (``--json fetch 101``): argparse copies
@@ -4045,7 +4060,7 @@ def main(argv: "Optional[Sequence[str]]" = None, stdin: "Optional[TextIO]" = Non
     if bad:
         stderr.write("%s: error: %s\n" % (prog, bad))
         return EXIT_USAGE
-    parser = _build_parser(prog)
+    parser = _parser(prog)
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             args = parser.parse_args(argv)  # --help, --version and usage errors go where main was told

@@ -156,6 +156,18 @@ class Sleeps:
 
 
 @pytest.fixture
+def tmp_path(request, tmp_path_factory):
+    """pytest's tmp_path (a new folder in the run's basetemp, named after the test), made in constant
+    time.  pytest numbers its folders by listing the whole basetemp for each one, and ours holds a
+    folder per test by the end: 1.35 s of CPU for 600 folders on 3.6 (0.6 s on 3.11)."""
+    import pathlib
+    import re
+    import tempfile
+    name = re.sub(r"\W", "_", request.node.name)[:30]
+    return pathlib.Path(tempfile.mkdtemp(prefix=name + "-", dir=str(tmp_path_factory.getbasetemp())))
+
+
+@pytest.fixture
 def fake():
     with FakeCamb() as f:
         yield f

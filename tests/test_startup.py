@@ -54,6 +54,33 @@ def test_terminal_columns_without_a_standard_output(monkeypatch):
     assert sb._terminal_columns() == 80
 
 
+def test_help_follows_the_terminal_width_from_one_call_of_main_to_the_next(monkeypatch):
+    """main() keeps its parser between calls (argparse takes ms to build one), but a terminal resized
+    in between gets help wrapped to its new width."""
+    widths = []
+    for columns in ("60", "100", "60"):
+        monkeypatch.setenv("COLUMNS", columns)
+        code, out, err = run(["fetch", "--help"])
+        assert code == 0
+        widths.append(max(len(line) for line in out.splitlines()))
+    assert widths[0] <= 60 and 80 < widths[1] <= 100 and widths[2] == widths[0]
+
+
+def test_the_usage_line_follows_how_main_was_called_from_one_call_to_the_next(monkeypatch, tmp_path):
+    """With no argv, main() names the command as it was typed; with one, `python -m sound_bulk`."""
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "sound-bulk"), "fetch", "--workers", "0"])
+    code, out, err = run(None)
+    assert code == 2 and err.startswith("usage: sound-bulk fetch"), err
+    code, out, err = run(["fetch", "--workers", "0"])
+    assert code == 2 and err.startswith("usage: python -m sound_bulk fetch"), err
+
+
+def test_one_parser_serves_every_call_while_nothing_changes(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "77")
+    assert sb._parser("sound-bulk") is sb._parser("sound-bulk")
+    assert sb._parser("sound-bulk") is not sb._parser("python -m sound_bulk")
+
+
 class _Left(Exception):
     pass
 
