@@ -1149,9 +1149,10 @@ def _first_text(mapping: "Mapping[str, object]", keys: "Iterable[str]") -> "Opti
 
 
 def _is_http_url(text: str) -> bool:
+    import re
     from urllib.parse import urlsplit
     text = text.strip()
-    if not text or any(ch.isspace() or ord(ch) < 32 for ch in text):
+    if not text or re.search(r"[\s\x00-\x1f]", text):  # \s: what str.isspace() calls a space
         return False
     try:
         parts = urlsplit(text)
@@ -1405,14 +1406,19 @@ def _redact_key(text: "AnyStr", key: "AnyStr", mark: "AnyStr") -> "AnyStr":
     """``text`` (str or bytes) with ``key`` replaced by ``mark``, and a piece of the key that a cut left
     at the end (a prefix of it) or at the start (a suffix); the work of ``Client._redact``."""
     text = text.replace(key, mark)
-    for n in range(len(key) - 1, _MIN_KEY_FRAGMENT - 1, -1):
-        if text.endswith(key[:n]):
-            text = text[:len(text) - n] + mark
-            break
-    for n in range(len(key) - 1, _MIN_KEY_FRAGMENT - 1, -1):
-        if text.startswith(key[len(key) - n:]):
-            text = mark + text[n:]
-            break
+    # A piece of n >= _MIN_KEY_FRAGMENT characters at an end holds the key's first (or last) few within
+    # len(key) - 1 characters of that end: where neither is, as in almost every text, no search is needed.
+    reach = len(key) - 1
+    if key[:_MIN_KEY_FRAGMENT] in text[max(0, len(text) - reach):]:
+        for n in range(reach, _MIN_KEY_FRAGMENT - 1, -1):
+            if text.endswith(key[:n]):
+                text = text[:len(text) - n] + mark
+                break
+    if key[len(key) - _MIN_KEY_FRAGMENT:] in text[:reach]:
+        for n in range(reach, _MIN_KEY_FRAGMENT - 1, -1):
+            if text.startswith(key[len(key) - n:]):
+                text = mark + text[n:]
+                break
     return text
 
 

@@ -4,6 +4,7 @@ import email.utils
 import time
 
 import pytest
+from hypothesis import example, given, strategies as st
 
 import sound_bulk as sb
 
@@ -90,7 +91,8 @@ def test_parse_pending_words_in_any_case(value):
     assert sb.parse_results({"9": value}, [9])[9].status == "pending"
 
 
-@pytest.mark.parametrize("url", ["http://", "https:///path", "https://h/a b", "https://h/a\x00", "mailto:x@y"])
+@pytest.mark.parametrize("url", ["http://", "https:///path", "https://h/a b", "https://h/a\x00", "https://h/a\x1fb",
+                                 "https://h/a\u00a0b", "https://h/a\u2028b", "https://h/a\u3000b", "mailto:x@y"])
 def test_parse_urls_without_a_host_or_with_spaces_are_not_ready(url):
     out = sb.parse_results({"9": {"output_url": url}}, [9])
     assert out[9].status == "missing" and "not an http(s) URL" in out[9].error
@@ -137,3 +139,42 @@ def test_retry_wait_defaults_to_the_real_clock_and_random_jitter():
 def test_backoff_values_up_to_the_cap():
     assert [sb.backoff(a, lambda: 0.5) for a in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
     assert sb.backoff(6, lambda: 1.0) == pytest.approx(33.0)  # the jitter applies to the capped value
+
+
+# -- _redact_key: the redactor's search for a cut-off piece of the key --------------------------------
+
+def _redact_key_by_the_book(text, key, mark):
+    """What _redact_key must give, the slow way: every length of a piece at either end is tried."""
+    text = text.replace(key, mark)
+    for n in range(len(key) - 1, sb._MIN_KEY_FRAGMENT - 1, -1):
+        if text.endswith(key[:n]):
+            text = text[:len(text) - n] + mark
+            break
+    for n in range(len(key) - 1, sb._MIN_KEY_FRAGMENT - 1, -1):
+        if text.startswith(key[len(key) - n:]):
+            text = mark + text[n:]
+            break
+    return text
+
+
+_KEYS = ["sk-probe-0123456789abcdefSECRET", "abcabcabcabc", "k" * 7, "short", "x" * 40]
+
+
+@given(st.sampled_from(_KEYS), st.lists(st.one_of(
+    st.integers(0, 40).map(lambda n: ("prefix", n)), st.integers(0, 40).map(lambda n: ("suffix", n)),
+    st.sampled_from(["", " ", "abc", "SECRET", "\u00e9", "x" * 37, "k", "0123"]).map(lambda t: ("text", t))),
+    max_size=6))
+@example(_KEYS[0], [("text", "abc"), ("prefix", 30)])  # all but the key's last character, at the end
+@example(_KEYS[0], [("suffix", 30), ("text", "abc")])  # all but its first, at the start
+@example(_KEYS[0], [("text", "x" * 37), ("prefix", 6)])  # the shortest piece hidden, after a long text
+@example(_KEYS[0], [("suffix", 6), ("text", "x" * 37)])
+@example(_KEYS[0], [("text", "abc"), ("prefix", 5)])  # five characters say nothing and stay
+def test_redact_key_finds_every_piece_the_slow_search_finds(key, parts):
+    """The quick guard before each search (the key's first or last six characters near that end) never
+    skips a piece the full search would hide: same output, str and bytes, for texts made of pieces of
+    the key (whole, or cut at any length from either end) and other text, short and long."""
+    text = "".join(key[:n] if kind == "prefix" else key[len(key) - n:] if kind == "suffix" else n
+                   for kind, n in parts)
+    assert sb._redact_key(text, key, "<r>") == _redact_key_by_the_book(text, key, "<r>")
+    raw, secret = text.encode("utf-8"), key.encode("ascii")
+    assert sb._redact_key(raw, secret, b"<r>") == _redact_key_by_the_book(raw, secret, b"<r>")
