@@ -13,6 +13,16 @@ import sound_bulk as sb
 from fake_api import body_sha256
 
 MIB = 1024 * 1024
+# The tests below that only need a file longer than one step of the write-behind make the step 1 MiB
+# (from 8), with files of 1.125 MiB (from 9): the same shape at an eighth of the bytes to send and hash.
+# The first test keeps the real step.
+STEP = MIB
+BIG = 9 * STEP // 8
+
+
+@pytest.fixture
+def small_step(monkeypatch):
+    monkeypatch.setattr(sb._Writer, "WRITEBACK_STEP", STEP)
 
 
 def sha(path):
@@ -83,30 +93,31 @@ def test_every_finished_file_starts_its_writeback_before_the_committer_fsyncs_it
         assert mine[1][2].startswith("sound_bulk-commit")
 
 
-def test_a_disk_error_met_behind_the_download_fails_it(fake, client, tmp_path, monkeypatch):
+def test_a_disk_error_met_behind_the_download_fails_it(fake, client, tmp_path, monkeypatch, small_step):
     """Linux reports a write-back error once per open file: if the thread behind met it, the final fsync
     would say nothing, so the thread's error must fail the run (and no file may appear)."""
     def broken(fd):
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(os, "fdatasync", broken, raising=False)
-    fake.add_run(5, size=9 * MIB)
+    fake.add_run(5, size=BIG)
     with pytest.raises(sb.DownloadError, match="cannot save run 5: Input/output error"):
         client.download(5, str(tmp_path))
     assert os.listdir(str(tmp_path)) == []
 
 
-def test_without_fdatasync_or_posix_fadvise_big_files_still_download(fake, client, tmp_path, monkeypatch):
+def test_without_fdatasync_or_posix_fadvise_big_files_still_download(fake, client, tmp_path, monkeypatch,
+                                                                      small_step):
     """fdatasync (not on macOS or Windows) falls back to fsync; a missing or refusing posix_fadvise is only a
     hint left out."""
-    fake.add_runs([5, 6], size=9 * MIB)
+    fake.add_runs([5, 6], size=BIG)
     synced = []
     monkeypatch.delattr(os, "fdatasync", raising=False)
     monkeypatch.delattr(os, "posix_fadvise", raising=False)
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(threading.current_thread().name), real_fsync(fd))[1])
     path, _ = client.download(5, str(tmp_path))
-    assert sha(path) == body_sha256(5, 9 * MIB)
+    assert sha(path) == body_sha256(5, BIG)
     assert "sound_bulk-write-behind" in synced  # the fallback ran behind the download
 
     refused = []
@@ -118,13 +129,13 @@ def test_without_fdatasync_or_posix_fadvise_big_files_still_download(fake, clien
     monkeypatch.setattr(os, "posix_fadvise", refuse, raising=False)
     monkeypatch.setattr(os, "POSIX_FADV_DONTNEED", 4, raising=False)
     path, _ = client.download(6, str(tmp_path))
-    assert sha(path) == body_sha256(6, 9 * MIB)
+    assert sha(path) == body_sha256(6, BIG)
     assert refused  # the hint was asked for, and its refusal cost nothing
 
 
 @pytest.mark.parametrize("short_of", ["descriptors", "threads"])
 def test_no_descriptor_or_thread_to_spare_leaves_the_writing_to_the_final_fsync(fake, client, tmp_path,
-                                                                                monkeypatch, short_of):
+                                                                                monkeypatch, short_of, small_step):
     """A process at its limit of open files (os.dup: EMFILE) or of threads still downloads: the write-behind
     is only a head start, never a reason for a transfer to fail."""
     refused = []
@@ -142,8 +153,8 @@ def test_no_descriptor_or_thread_to_spare_leaves_the_writing_to_the_final_fsync(
                 raise RuntimeError("can't start new thread")
             return real_start(self)
         monkeypatch.setattr(threading.Thread, "start", start)
-    fake.add_run(5, size=9 * MIB)
+    fake.add_run(5, size=BIG)
     path, size = client.download(5, str(tmp_path))
-    assert size == 9 * MIB and sha(path) == body_sha256(5, 9 * MIB)
+    assert size == BIG and sha(path) == body_sha256(5, BIG)
     assert len(fake.seen("storage")) == 1  # one transfer, not one broken off and resumed
     assert refused  # the write-behind was tried, and its refusal cost nothing
