@@ -7,7 +7,6 @@ import io
 import json
 import os
 import select
-import threading
 
 import pytest
 
