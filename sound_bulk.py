@@ -1809,10 +1809,14 @@ class _Answer:
 
     def _read_unframed(self, most: int) -> bytes:
         # In pieces: http.client's read(n) first allocates n bytes, and n would be the 16 MiB limit here.
+        import http.client
         pieces: "List[bytes]" = []
         size = 0
         while size < most:
-            piece = self.response.read(min(most - size, 256 * 1024))
+            try:
+                piece = self.response.read(min(most - size, 256 * 1024))
+            except http.client.IncompleteRead as exc:  # its count should cover the earlier reads too
+                raise http.client.IncompleteRead(b"".join(pieces) + exc.partial, exc.expected) from None
             if not piece:
                 break
             pieces.append(piece)
@@ -3577,10 +3581,13 @@ def _add_common_options(parser: "argparse.ArgumentParser", before_command: "bool
 def _parser(prog: "str") -> "argparse.ArgumentParser":
     """The command line's parser, built again only when ``prog`` or the terminal's width has changed
     since the last call: a caller that runs main() again and again (a notebook, the tests) saves the
-    ~2-3 ms that argparse takes to build it.  Parsing does not change a parser."""
+    ~2-3 ms that argparse takes to build it.  Parsing does not change a parser.  The help's texts are
+    those of the first build (a test that changes DEFAULT_WORKERS, say, empties _LAST_PARSER); the
+    commands are named, and looked up when they run."""
     key = (prog, _terminal_columns())
-    if _LAST_PARSER and _LAST_PARSER[0][0] == key:
-        return _LAST_PARSER[0][1]
+    last = _LAST_PARSER[0] if _LAST_PARSER else None  # one read: another thread may replace it
+    if last is not None and last[0] == key:
+        return last[1]
     parser = _build_parser(*key)
     _LAST_PARSER[:] = [(key, parser)]
     return parser
@@ -3617,7 +3624,7 @@ def _build_parser(prog: "str", columns: "int") -> "argparse.ArgumentParser":
     fetch.add_argument("--manifest", metavar="PATH",
                        help="also take the run IDs recorded by 'generate': its manifest file, or the "
                             "folder that holds it")
-    fetch.set_defaults(handler=_cmd_fetch)
+    fetch.set_defaults(handler="_cmd_fetch")
 
     urls = sub.add_parser(
         "urls", parents=[common], help="resolve run IDs to download URLs without downloading",
@@ -3626,7 +3633,7 @@ def _build_parser(prog: "str", columns: "int") -> "argparse.ArgumentParser":
                     "standard output. Exit 0 when every run is ready, else 1.")
     urls.add_argument("run_ids", nargs="+", metavar="RUN_ID",
                       help="run IDs; '-' reads them from standard input")
-    urls.set_defaults(handler=_cmd_urls)
+    urls.set_defaults(handler="_cmd_urls")
     _add_generate_parser(sub, common, formatter)
     return parser
 
@@ -3653,7 +3660,7 @@ def _add_generate_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParse
                      help="how long to wait for the tasks to finish (default: %(default)g)")
     gen.add_argument("--resubmit", action="store_true",
                      help="submit again a prompt whose earlier submission got no answer (may pay twice)")
-    gen.set_defaults(handler=_cmd_generate)
+    gen.set_defaults(handler="_cmd_generate")
 
 
 def _seconds(text: "str", zero_ok: "bool" = False) -> float:
@@ -4076,7 +4083,8 @@ def main(argv: "Optional[Sequence[str]]" = None, stdin: "Optional[TextIO]" = Non
         parser.print_help(stderr)
         return EXIT_USAGE
     console = _Console(args, stdout, stderr)
-    command: "Callable[[argparse.Namespace, _Console, TextIO], int]" = args.handler
+    # By name, looked up now: the parser is kept between calls, the module's functions may have been replaced.
+    command: "Callable[[argparse.Namespace, _Console, TextIO], int]" = globals()[args.handler]
     handler: "Optional[logging.Handler]" = None
     if args.verbose:
         import logging

@@ -349,3 +349,24 @@ def test_an_api_answer_one_byte_over_the_limit_is_refused_and_not_asked_again(ho
     assert out[1].status == "missing"
     assert "larger than %d bytes" % (len(body) - 1) in out[1].error
     assert len(hostile.seen) == 1, "a too-big answer is not worth a second try"
+
+
+def test_an_api_answer_announced_over_the_limit_is_refused_unread(hostile, make, monkeypatch):
+    """A Content-Length over MAX_JSON_BYTES is refused before a byte of the body is read (so a server that
+    announces 16 GB is not waited for), and not asked again."""
+    monkeypatch.setattr(sb, "MAX_JSON_BYTES", 1000)
+    hostile.handler = lambda method, path, sent: b"HTTP/1.1 200 OK\r\nContent-Length: 1001\r\n\r\n{\"1\":"
+    out = make(timeout=3).get_results([1])  # the server then waits: a read of the body would time out
+    assert out[1].status == "missing" and "larger than 1000 bytes" in out[1].error, out[1].error
+    assert len(hostile.seen) == 1
+
+
+def test_a_chunked_answer_that_breaks_off_counts_every_byte_it_gave(hostile, make, monkeypatch):
+    """The error of a chunked answer cut off after 300,000 bytes says 300000, though they came in several
+    reads (not only what the last read got)."""
+    body = b'{"1": {"output_url": "http://127.0.0.1:9/a.wav", "pad": "' + b"x" * 299950
+    raw = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 50000]), body[i:i + 50000])
+                   for i in range(0, len(body), 50000))
+    hostile.handler = lambda method, path, sent: (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + raw,)
+    out = make(max_attempts=1).get_results([1])
+    assert out[1].status == "missing" and "%d bytes read" % len(body) in out[1].error, out[1].error

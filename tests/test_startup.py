@@ -81,6 +81,14 @@ def test_one_parser_serves_every_call_while_nothing_changes(monkeypatch):
     assert sb._parser("sound-bulk") is not sb._parser("python -m sound_bulk")
 
 
+def test_a_command_replaced_after_the_parser_was_built_is_the_one_that_runs(monkeypatch):
+    """The parser is kept between calls of main(), but the commands are looked up when they run: a test or
+    a notebook that replaces one is heard."""
+    assert run(["urls", "--help"])[0] == 0  # the parser is built (and kept)
+    monkeypatch.setattr(sb, "_cmd_urls", lambda args, console, stdin: 42)
+    assert run(["urls", "101"])[0] == 42
+
+
 class _Left(Exception):
     pass
 
