@@ -178,21 +178,26 @@ def sleeps():
     return Sleeps()
 
 
-@pytest.fixture
-def make_client(fake, sleeps):
+def _clients(sleeps, base_url, api_key):
+    """``make(**kw)`` for a fixture: a Client for ``base_url`` with ``api_key``, the fake sleep and clock,
+    no jitter and a 5 s timeout unless ``kw`` says otherwise; and the list of those made, to close."""
     made = []
 
     def make(**kw):
-        kw.setdefault("base_url", fake.base_url)
-        kw.setdefault("api_key", API_KEY)
+        kw.setdefault("base_url", base_url)
+        kw.setdefault("api_key", api_key)
         kw.setdefault("sleep", sleeps)
         kw.setdefault("clock", sleeps.clock)
         kw.setdefault("rand", lambda: 0.5)
         kw.setdefault("timeout", 5)
-        client = sound_bulk.Client(**kw)
-        made.append(client)
-        return client
+        made.append(sound_bulk.Client(**kw))
+        return made[-1]
+    return make, made
 
+
+@pytest.fixture
+def make_client(fake, sleeps):
+    make, made = _clients(sleeps, fake.base_url, API_KEY)
     yield make
     for c in made:
         c.close()
@@ -216,18 +221,7 @@ def hostile():
 def make(hostile, sleeps):
     """``make(**kw)``: a Client for the hostile server, with its key KEY and the fake sleep and clock."""
     from hostile_server import KEY
-    made = []
-
-    def make(**kw):
-        kw.setdefault("api_key", KEY)
-        kw.setdefault("base_url", hostile.base_url)
-        kw.setdefault("sleep", sleeps)
-        kw.setdefault("clock", sleeps.clock)
-        kw.setdefault("rand", lambda: 0.5)
-        kw.setdefault("timeout", 5)
-        made.append(sound_bulk.Client(**kw))
-        return made[-1]
-
+    make, made = _clients(sleeps, hostile.base_url, KEY)
     yield make
     for c in made:
         c.close()
