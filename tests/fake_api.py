@@ -175,12 +175,8 @@ class FakeCamb:
         return self
 
     def stop(self):
-        # Each server notices a shutdown request only at its next poll: ask them all at once.
-        stoppers = [threading.Thread(target=server.stop) for server in self._servers()]
-        for t in stoppers:
-            t.start()
-        for t in stoppers:
-            t.join(10)
+        for server in self._servers():
+            server.stop()
 
     def stats(self):
         with self.lock:
@@ -246,30 +242,55 @@ class _Server:
         self.thread = None
 
     def start(self):
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
+        start_serving(self.httpd)
 
     def stop(self):
         stop_serving(self.httpd)
 
 
-def stop_serving(httpd):
-    """Stops ``httpd.serve_forever`` and closes it without waiting out a poll interval.
+def start_serving(httpd):
+    """Serves ``httpd`` (a socketserver server) on a new thread until ``stop_serving(httpd)``.
 
-    serve_forever sees shutdown() only at its next poll (paid by every test that starts a server);
-    a connection wakes its select() at once, so connect until the loop has ended (bounded)."""
-    port = httpd.server_address[1]
-    stopper = threading.Thread(target=httpd.shutdown, daemon=True)
-    stopper.start()
-    for _ in range(50):
+    A blocking accept loop rather than ``serve_forever``, which polls: serve_forever notices a shutdown
+    only at its next poll, and every test that starts a server pays for stopping it.  Each connection is
+    handled as ``httpd.process_request`` says (ThreadingMixIn: a thread of its own)."""
+    def accept_until_stopped():
+        while True:
+            try:
+                request, address = httpd.get_request()
+            except OSError:
+                if httpd.stopping:
+                    return
+                continue  # one connection that failed: on to the next
+            if httpd.stopping:  # the wake-up call of stop_serving
+                httpd.shutdown_request(request)
+                return
+            try:
+                httpd.process_request(request, address)
+            except Exception:
+                httpd.handle_error(request, address)
+                httpd.shutdown_request(request)
+
+    httpd.stopping = False
+    httpd.serving = threading.Thread(target=accept_until_stopped, daemon=True)
+    httpd.serving.start()
+
+
+def stop_serving(httpd):
+    """Ends what ``start_serving(httpd)`` started, at once, and closes the server.  On Linux, shutting
+    down a listening socket wakes the accept() blocked on it; elsewhere a connection does."""
+    httpd.stopping = True
+    try:
+        httpd.socket.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    httpd.serving.join(0.1)
+    if httpd.serving.is_alive():
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection(httpd.server_address[:2], timeout=1).close()
         except OSError:
-            break
-        stopper.join(0.005)
-        if not stopper.is_alive():
-            break
-    stopper.join(10)
+            pass
+        httpd.serving.join(10)
     httpd.server_close()
 
 

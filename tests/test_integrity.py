@@ -11,7 +11,6 @@ import os
 import socket
 import socketserver
 import struct
-import threading
 import time
 
 import pytest
@@ -19,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 
 import sound_bulk as sb
 from conftest import any_text, property_scenario
-from fake_api import API_KEY, stop_serving, wav_header
+from fake_api import API_KEY, start_serving, stop_serving, wav_header
 
 # -- a scripted storage -------------------------------------------------------------------------
 
@@ -89,7 +88,7 @@ class Storage:
         self.url = "http://127.0.0.1:%d/bucket/audio.wav?X-Amz-Signature=abc" % self.httpd.server_address[1]
 
     def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        start_serving(self.httpd)
         return self
 
     def __exit__(self, *exc):
