@@ -616,6 +616,8 @@ class Client:
             raise ConfigurationError("api_concurrency must be a whole number of at least 1")
         self._window = _CallWindow(api_concurrency, clock, sleep)
         self._unreachable: "Optional[APIUnreachableError]" = None  # set once the API proved out of reach
+        import threading
+        self._halted = threading.Event()  # set by _halt() for the calls under way then; a new one after
         self._pool = _Pool(self)
         self._log = _logger()
 
@@ -819,8 +821,19 @@ class Client:
                       on_wait).run()
 
     def abort(self) -> None:
-        """Break every transfer in progress (used on Ctrl-C so threads stop at once)."""
+        """Break off every call and transfer under way (Ctrl-C in ``fetch``): their connections are
+        shut, a wait before trying again ends at once, and nothing is tried again.  Calls started
+        afterwards are not affected."""
+        self._halt()
         self._pool.abort()
+
+    def _halt(self) -> None:
+        """Every call and download under way stops at its next wait before trying again (that wait
+        ends at once) and is not tried again; a request on the wire still gets its answer.  (Ctrl-C
+        in ``generate``: a submission that is sent must learn its task ID.)"""
+        import threading
+        halted, self._halted = self._halted, threading.Event()
+        halted.set()
 
     # -- machinery -----------------------------------------------------------
 
@@ -853,15 +866,20 @@ class Client:
             headers["Content-Type"] = "application/json"
         attempts = self.max_attempts if retry else 1
         window = self._window
+        halted = self._halted
         start = self._clock()
         answers_before = window.answers
-        error: "Union[TransportError, APIError]"
+        # What a call halted before its first try raises (Client._halt); then, the last try's error
+        error: "Union[TransportError, APIError]" = TransportError(
+            "%s %s: stopped before it was sent" % (method, path), sent=False)
         for attempt in range(attempts):
             known = self._unreachable
             if known is not None:  # another call found the API out of reach: this one is not even tried
                 raise APIUnreachableError(known.url, known.cause, known.tries, sent=False)
             answered = throttled = False
-            ticket = window.acquire()
+            ticket = window.acquire(halted)
+            if ticket is None:  # halted while it waited for its turn
+                raise error
             try:
                 with self._pool.request(method, url, headers, body, once=once) as answer:
                     answered = True
@@ -886,12 +904,13 @@ class Client:
                 throttled = answer.status == 429 or _retry_after(answer.headers, self._now()) is not None
                 wait = retry_wait(answer.headers, attempt, now=self._now(), rand=self._rand)
                 error.retry_after = wait
-            give_up = final or attempt + 1 >= attempts or self._clock() - start + wait > self.retry_budget
+            give_up = (final or attempt + 1 >= attempts or self._clock() - start + wait > self.retry_budget
+                       or halted.is_set())
             # A wait the server asked for is for every caller: the window holds them all until it is over.
             pause = wait if throttled and not give_up else None
             window.release(ticket, answered, shrink=answered and answer.status == 429, pause=pause)
             if give_up:
-                if (not answered and isinstance(error, TransportError) and not error.answered
+                if (not halted.is_set() and not answered and isinstance(error, TransportError) and not error.answered
                         and window.answers == answers_before
                         and (not error.sent or not error.retryable or (attempts > 1 and attempt + 1 >= attempts))):
                     self._unreachable = APIUnreachableError(self.base_url, _cause(error, method, url), attempt + 1,
@@ -900,7 +919,9 @@ class Client:
                 raise error
             self._log.info("%s %s failed (%s); retry %d in %.1f s", method, path, error, attempt + 1, wait)
             if pause is None:
-                self._sleep(wait)
+                _nap(self._sleep, wait, halted)
+                if halted.is_set():
+                    raise error
         raise AssertionError("unreachable")
 
     def _decode(self, answer: "_Answer", data: bytes) -> object:
@@ -2107,9 +2128,12 @@ class _CallWindow:
         self._cond = threading.Condition()
         self._clock, self._sleep = clock, sleep
 
-    def acquire(self) -> int:
-        """Wait for a free slot (and for any pause to end); returns a ticket for ``release``."""
+    def acquire(self, halted: "threading.Event") -> "Optional[int]":
+        """Wait for a free slot (and for any pause to end); returns a ticket for ``release``, or None
+        once ``halted`` is set (``Client._halt``)."""
         while True:
+            if halted.is_set():
+                return None
             with self._cond:
                 wait = self.resume_at - self._clock() if self.resume_at is not None else 0
                 if wait <= 0:
@@ -2119,7 +2143,7 @@ class _CallWindow:
                         return self._round
                     self._cond.wait(1.0)  # a release notifies; the timeout is only a safety net
                     continue
-            self._sleep(wait)
+            _nap(self._sleep, wait, halted)
 
     def release(self, ticket: int, answered: bool, shrink: bool = False, pause: "Optional[float]" = None) -> None:
         with self._cond:
@@ -2136,6 +2160,16 @@ class _CallWindow:
                 until = self._clock() + pause
                 self.resume_at = until if self.resume_at is None else max(self.resume_at, until)
             self._cond.notify_all()
+
+
+def _nap(sleep: "Sleep", seconds: float, halted: "threading.Event") -> None:
+    """Wait ``seconds`` before trying again.  With the real sleep this is ``halted.wait``, which
+    ``Client._halt`` (Ctrl-C) ends at once; a sleep given to the Client (tests' fake time) is called as
+    it is, and the caller sees ``halted`` when it returns."""
+    if sleep is time.sleep:
+        halted.wait(seconds)
+    else:
+        sleep(seconds)
 
 
 def _exc_text(exc: BaseException) -> str:
@@ -2232,9 +2266,10 @@ class _Download:
     def _transfer(self, writer: "_Writer") -> "Tuple[str, int]":
         """Get the whole body into ``writer``; returns (extension, size)."""
         client = self.client
+        halted = client._halted
         attempt = refreshes = 0
         while True:
-            if self.cancel is not None and self.cancel.is_set():
+            if (self.cancel is not None and self.cancel.is_set()) or halted.is_set():
                 raise DownloadError("interrupted", run_id=self.rid)
             try:
                 return self._attempt(writer), writer.size
@@ -2258,7 +2293,7 @@ class _Download:
                                     run_id=self.rid, expected=self.total, received=writer.size)
             wait = backoff(attempt - 1, client._rand)
             client._log.info("run %d: %s; retry %d in %.1f s", self.rid, last_error, attempt, wait)
-            client._sleep(wait)
+            _nap(client._sleep, wait, halted)
 
     def _attempt(self, writer: "_Writer") -> str:
         """One GET: from the start, or from ``writer.size`` when the object's length and validator are known."""
@@ -3467,8 +3502,10 @@ class _Generate:
 
     def _stop(self) -> None:
         """Cancel what has not started; let submissions under way finish (they may be paying, and
-        each records its task itself) unless Ctrl-C comes again; cut polls and downloads short."""
+        each records its task itself) unless Ctrl-C comes again; cut polls and downloads short.  No
+        call is tried again, and none waits for that (``Client._halt``)."""
         self.cancel.set()
+        self.client._halt()
         for future in list(self.inflight):
             future.cancel()
         self.interrupt.raised = False

@@ -116,7 +116,8 @@ class FakeCamb:
         # per created task: ("success", polls) | ("error", polls, reason) | ("answer", polls, body)
         self.task_plan = []
         self.default_task_plan = ("success", 1)  # for tasks the plan list does not cover
-        self.poll_faults = []  # per task poll, in order: an HTTP status to answer instead (not counted as a poll)
+        # per task poll, in order: an HTTP status, or (status, headers), to answer instead (not counted as a poll)
+        self.poll_faults = []
         # per creation: ("after", status) creates, then answers status; ("before", status) does not;
         # ("answer", body) creates, then answers 200 with that body
         self.create_faults = []
@@ -519,7 +520,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with fake.lock:
             fault = fake.poll_faults.pop(0) if fake.poll_faults else None
         if fault is not None:
-            return self._send(fault, {"detail": "injected %d" % fault})
+            status, headers = (fault, ()) if isinstance(fault, int) else fault
+            return self._send(status, {"detail": "injected %d" % status}, headers=headers)
         with fake.lock:
             task = fake.tasks.get(task_id)
             if task is None:

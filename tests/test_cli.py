@@ -385,6 +385,52 @@ def test_ctrl_c_at_any_moment_ends_cleanly(early, delay):
     assert saved == {int(n[:-4]) for n in names}
 
 
+def _ctrl_c_in_a_wait(folder, command):
+    """The test below, up to its checks (an early scenario: conftest, with its own fake): the API answers
+    429 with Retry-After: 30 to the bulk call (fetch) or to the task's poll (generate); Ctrl-C once the
+    child has asked.  Its exit status and stderr, the seconds from Ctrl-C to its end, how often it asked."""
+    from fake_api import FakeCamb
+    with FakeCamb() as fake:
+        throttled = (429, [("Retry-After", "30")])
+        if command == "fetch":
+            fake.add_runs([1])
+            fake.bulk_faults = [("status",) + throttled] * 3
+
+            def asked():
+                return fake.seen("api")
+        else:
+            fake.poll_faults = [throttled] * 3
+
+            def asked():
+                return fake.seen("api", "GET")
+        env = dict(os.environ, CAMB_API_KEY=API_KEY, CAMB_API_BASE_URL=fake.base_url, PYTHONPATH=MODULE_DIR)
+        proc = subprocess.Popen(PYTHON_S + ["-m", "sound_bulk", command, "1" if command == "fetch" else "rain",
+                                            "-o", folder], env=env, cwd=MODULE_DIR, **CAPTURE,
+                                preexec_fn=_default_sigint)
+        try:
+            wait_until(asked, proc)
+            start = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+            took = time.monotonic() - start
+        finally:
+            proc.kill()
+        return proc.returncode, err, took, len(asked())
+
+
+@pytest.mark.early(scenario=_ctrl_c_in_a_wait)
+@pytest.mark.parametrize("command", ["fetch", "generate"])
+def test_ctrl_c_while_the_api_asks_to_wait_ends_at_once(early, command):
+    """Timing assumed: the child ends within 10 s of Ctrl-C (the API asked for 30 s), and nothing is
+    asked again.  A wait before another try is cut short by Ctrl-C, in the bulk call of fetch and in the
+    task poll of generate (whose first Ctrl-C lets a submission on the wire finish)."""
+    code, err, took, asked = early()
+    assert code == 130, err
+    assert took < 10, (took, err)
+    assert asked == 1
+    assert "Traceback" not in err
+
+
 def test_verbose_leaves_the_callers_logging_as_it_was(env, tmp_path):
     import logging
     log = logging.getLogger("sound_bulk")

@@ -83,10 +83,13 @@ class FakeTime:
         self.t += seconds
 
 
+GO = threading.Event()  # never set: the calls that take window slots here are not halted
+
+
 def test_window_halves_on_a_429_once_per_round_and_grows_back_additively():
     ft = FakeTime()
     w = sb._CallWindow(8, ft.clock, ft.sleep)
-    tickets = [w.acquire() for _ in range(8)]
+    tickets = [w.acquire(GO) for _ in range(8)]
     w.release(tickets[0], True, shrink=True)
     assert w.size == 4
     w.release(tickets[1], True, shrink=True)  # already under way when it shrank: no second halving
@@ -94,14 +97,14 @@ def test_window_halves_on_a_429_once_per_round_and_grows_back_additively():
     for t in tickets[2:6]:
         w.release(t, True)
     assert 4 < w.size < 5  # +1/size per answer: about one slot per window-full of answers
-    fresh = w.acquire()
+    fresh = w.acquire(GO)
     assert w.active == 3
     w.release(fresh, True, shrink=True)  # a 429 of the new round halves again
     assert w.size < 3
     for t in tickets[6:]:
         w.release(t, True)
     for _ in range(200):
-        w.release(w.acquire(), True)
+        w.release(w.acquire(GO), True)
     assert w.size == 8  # back to the limit, never above
     assert ft.waits == []
 
@@ -128,13 +131,13 @@ def test_window_pause_holds_every_caller_and_a_full_window_blocks():
     ft = FakeTime()
     w = sb._CallWindow(4, ft.clock, ft.sleep)
     cond = w._cond = _WaitCounting()
-    t = [w.acquire() for _ in range(4)]
+    t = [w.acquire(GO) for _ in range(4)]
     w.release(t[0], True, shrink=True, pause=2.5)  # 429, Retry-After: 2.5
     assert (w.size, w.active) == (2, 3)
     got = threading.Event()
 
     def other():
-        w.acquire()
+        w.acquire(GO)
         got.set()
         with cond.changed:
             cond.changed.notify_all()
