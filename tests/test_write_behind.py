@@ -33,14 +33,17 @@ def sha(path):
 def test_the_file_reaches_the_disk_while_it_downloads_from_another_thread(fake, client, tmp_path, monkeypatch):
     """At 8 MiB a thread other than the download's syncs what has arrived (fdatasync), then drops it from
     the page cache (posix_fadvise DONTNEED over what it synced), and the download goes on meanwhile: the
-    first sync here waits (up to 10 s) for the rest of the body to arrive, which it could not if the
-    download waited for it."""
+    first sync here waits (up to 10 s) until the whole body is in (the download's final hint), which it
+    could not if the download waited for it.  (Waiting only for the file's last byte let a loaded
+    machine finish this sync before the download's thread, just after that write, looked whether one
+    was still at work: then it rightly started another.)"""
     seen = []
     real_sync = getattr(os, "fdatasync", os.fsync)
+    final = ("advise", 0, 0, 4)  # the whole body is in: start writing it all (see the next test)
 
     def fdatasync(fd):
         deadline = time.monotonic() + 10
-        while not seen and os.fstat(fd).st_size < 20 * MIB and time.monotonic() < deadline:
+        while final not in seen and time.monotonic() < deadline:
             time.sleep(0.002)
         seen.append(("sync", os.fstat(fd).st_size, threading.current_thread().name))
         real_sync(fd)
@@ -54,7 +57,6 @@ def test_the_file_reaches_the_disk_while_it_downloads_from_another_thread(fake, 
     fake.add_run(5, size=20 * MIB)
     path, size = client.download(5, str(tmp_path))
     assert size == 20 * MIB and sha(path) == body_sha256(5, 20 * MIB)
-    final = ("advise", 0, 0, 4)  # the whole body is in: start writing it all (see the next test)
     assert seen.count(final) == 1
     behind = [call for call in seen if call != final]
     assert behind[0] == ("sync", 20 * MIB, "sound_bulk-write-behind")
