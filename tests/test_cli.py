@@ -194,6 +194,15 @@ def test_verbose_logs_requests_with_secrets_redacted(env, tmp_path):
     assert API_KEY not in err and "fakesig" not in err
 
 
+def _ctrl_c(proc, seconds):
+    """Ctrl-C to the child ``proc``: its output and error (waited for at most ``seconds``), and the
+    seconds from the signal to its end."""
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=seconds)
+    return out, err, time.monotonic() - start
+
+
 def _default_sigint():
     # A shell's background job starts with SIGINT ignored, and children inherit that (Python then
     # rightly leaves it ignored); these tests want the Ctrl-C a terminal user has.
@@ -222,10 +231,7 @@ def _interrupt_a_real_child(folder):
                 proc.kill()
                 return {"not under way": "%d stalled, %s on disk, %d storage requests; child said %r" % (
                     fake.stalled, os.listdir(folder), len(fake.seen("storage")), proc.communicate(timeout=20))}
-            started = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=20)
-            took = time.monotonic() - started
+            out, err, took = _ctrl_c(proc, 20)
         finally:
             proc.kill()
         left = sorted(os.listdir(folder))
@@ -409,10 +415,7 @@ def _ctrl_c_in_a_wait(folder, command):
                                 preexec_fn=_default_sigint)
         try:
             wait_until(asked, proc)
-            start = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=60)
-            took = time.monotonic() - start
+            _, err, took = _ctrl_c(proc, 60)
         finally:
             proc.kill()
         return proc.returncode, err, took, len(asked())
