@@ -919,9 +919,7 @@ class Client:
                 raise error
             self._log.info("%s %s failed (%s); retry %d in %.1f s", method, path, error, attempt + 1, wait)
             if pause is None:
-                _nap(self._sleep, wait, halted)
-                if halted.is_set():
-                    raise error
+                _nap(self._sleep, wait, halted)  # halted: the next acquire says so, and the error is raised
         raise AssertionError("unreachable")
 
     def _decode(self, answer: "_Answer", data: bytes) -> object:
