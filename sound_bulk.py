@@ -712,9 +712,9 @@ class Client:
             raise failed[0]
         return parts
 
-    def _resolve_chunk(self, chunk: "List[int]") -> "Dict[int, RunResult]":
+    def _resolve_chunk(self, chunk: "List[int]", halted: "Optional[threading.Event]" = None) -> "Dict[int, RunResult]":
         try:
-            body = self._call_json("POST", "text-to-sound-results", {"run_ids": chunk})
+            body = self._call_json("POST", "text-to-sound-results", {"run_ids": chunk}, halted=halted)
         except AuthenticationError:
             raise
         except APIUnreachableError as exc:
@@ -731,7 +731,10 @@ class Client:
                     folder_id: "Optional[int]" = None) -> str:
         """Start a text-to-sound task; returns its ``task_id`` (a string).  Costs credits."""
         payload = _task_payload(prompt, duration, audio_type, project_name, project_description, folder_id)
-        body = self._call_json("POST", "text-to-sound", payload)
+        return self._create_task(payload)
+
+    def _create_task(self, payload: "Dict[str, object]", halted: "Optional[threading.Event]" = None) -> str:
+        body = self._call_json("POST", "text-to-sound", payload, halted=halted)
         task_id = body.get("task_id") if isinstance(body, dict) else None
         if task_id in (None, "") or isinstance(task_id, (dict, list, bool)):
             raise APIError("the API did not return a task_id (got %s)" % _short_repr(body))
@@ -739,8 +742,11 @@ class Client:
 
     def get_task(self, task_id: str) -> Task:
         """The task's current state as a ``Task``."""
+        return self._get_task(task_id)
+
+    def _get_task(self, task_id: str, halted: "Optional[threading.Event]" = None) -> Task:
         from urllib.parse import quote
-        body = self._call_json("GET", "text-to-sound/" + quote(str(task_id), safe=""))
+        body = self._call_json("GET", "text-to-sound/" + quote(str(task_id), safe=""), halted=halted)
         if not isinstance(body, dict):
             raise APIError("unexpected task status answer: %s" % _short_repr(body))
         word = str(body.get("status") or "PENDING").upper()
@@ -782,9 +788,10 @@ class Client:
         existing = saved_path(out_dir, rid)
         if existing:
             raise FileExistsError(17, "already saved", existing)
+        halted = self._halted
         if url is None:
-            url = self._fresh_url(rid, None)
-        return _Download(self, rid, out_dir, url, progress, cancel).run()
+            url = self._fresh_url(rid, None, halted)
+        return _Download(self, rid, out_dir, url, progress, cancel, halted).run()
 
     def fetch(self, run_ids: "RunIds", out_dir: str = ".", *, workers: "Optional[int]" = None, wait: float = 0.0,
               progress: "Optional[Progress]" = None, on_outcome: "Optional[OnFetchOutcome]" = None,
@@ -834,12 +841,14 @@ class Client:
         import threading
         halted, self._halted = self._halted, threading.Event()
         halted.set()
+        self._window.wake()
 
     # -- machinery -----------------------------------------------------------
 
-    def _fresh_url(self, rid: int, stale: "Optional[str]", why: "Optional[str]" = None) -> str:
+    def _fresh_url(self, rid: int, stale: "Optional[str]", halted: "threading.Event",
+                   why: "Optional[str]" = None) -> str:
         """A download URL for ``rid`` other than ``stale``; ``why`` a new one is needed goes into the error."""
-        result = self._resolve_chunk([rid])[rid]
+        result = self._resolve_chunk([rid], halted)[rid]
         if result.ready and result.url is not None and result.url != stale:  # a ready result has a url
             return result.url
         if result.ready:
@@ -849,7 +858,7 @@ class Client:
         raise DownloadError("run %d: %s" % (rid, "%s, and %s" % (why, problem) if why else problem), run_id=rid)
 
     def _call_json(self, method: str, path: str, payload: "Optional[Dict[str, object]]" = None,
-                   retry: bool = True) -> object:
+                   retry: bool = True, halted: "Optional[threading.Event]" = None) -> object:
         """One API call with retries; returns the decoded JSON answer.
 
         A call in ONCE_ONLY is tried again only when it certainly never reached the server.
@@ -857,6 +866,8 @@ class Client:
         wait the server asks for (Retry-After and kin) pauses every caller, not only this one.
         When no try got an answer and no other call got one meanwhile, the API is out of reach:
         ``APIUnreachableError``, for this call and at once for every later one.
+        ``halted``: the event of ``_halt`` as it was when the work this call is part of began (a
+        journey reads it before it looks at its own ``cancel``); by default, as it is now.
         """
         once = (method, path) in ONCE_ONLY
         url = self.base_url + "/" + path
@@ -866,7 +877,7 @@ class Client:
             headers["Content-Type"] = "application/json"
         attempts = self.max_attempts if retry else 1
         window = self._window
-        halted = self._halted
+        halted = self._halted if halted is None else halted
         start = self._clock()
         answers_before = window.answers
         # What a call halted before its first try raises (Client._halt); then, the last try's error
@@ -910,17 +921,23 @@ class Client:
             pause = wait if throttled and not give_up else None
             window.release(ticket, answered, shrink=answered and answer.status == 429, pause=pause)
             if give_up:
-                if (not halted.is_set() and not answered and isinstance(error, TransportError) and not error.answered
-                        and window.answers == answers_before
-                        and (not error.sent or not error.retryable or (attempts > 1 and attempt + 1 >= attempts))):
-                    self._unreachable = APIUnreachableError(self.base_url, _cause(error, method, url), attempt + 1,
-                                                            sent=error.sent)
-                    raise self._unreachable from None
+                if isinstance(error, TransportError) and not answered and not halted.is_set():
+                    self._out_of_reach(error, _cause(error, method, url), answers_before, attempts, attempt)
                 raise error
             self._log.info("%s %s failed (%s); retry %d in %.1f s", method, path, error, attempt + 1, wait)
             if pause is None:
                 _nap(self._sleep, wait, halted)  # halted: the next acquire says so, and the error is raised
         raise AssertionError("unreachable")
+
+    def _out_of_reach(self, error: TransportError, cause: str, answers_before: int, attempts: int,
+                      attempt: int) -> None:
+        """Raise ``APIUnreachableError`` (and keep it for every later call) when a call that got no answer
+        proves the API out of reach: no other call got one meanwhile, and its last try could not
+        connect, or met an error no try would mend, or was its last."""
+        if (not error.answered and self._window.answers == answers_before
+                and (not error.sent or not error.retryable or (attempts > 1 and attempt + 1 >= attempts))):
+            self._unreachable = APIUnreachableError(self.base_url, cause, attempt + 1, sent=error.sent)
+            raise self._unreachable from None
 
     def _decode(self, answer: "_Answer", data: bytes) -> object:
         decoded, problem = _parse_json(data, self._redact)
@@ -2114,6 +2131,7 @@ class _CallWindow:
     until it is over; each answered call then grows it by 1/size, so it gains back one slot per
     window-full of answers, up to ``limit``.  ``clock`` and ``sleep`` are the Client's seams.
     """
+    SAFETY_NET = 1.0  # seconds a caller waits for a slot before it looks again without being woken
 
     def __init__(self, limit: int, clock: "Clock", sleep: "Sleep") -> None:
         import threading
@@ -2130,18 +2148,23 @@ class _CallWindow:
         """Wait for a free slot (and for any pause to end); returns a ticket for ``release``, or None
         once ``halted`` is set (``Client._halt``)."""
         while True:
-            if halted.is_set():
-                return None
-            with self._cond:
+            with self._cond:  # halted is looked at under the lock, so wake()'s notify cannot come between
+                if halted.is_set():
+                    return None
                 wait = self.resume_at - self._clock() if self.resume_at is not None else 0
                 if wait <= 0:
                     self.resume_at = None
                     if self.active < int(self.size):
                         self.active += 1
                         return self._round
-                    self._cond.wait(1.0)  # a release notifies; the timeout is only a safety net
+                    self._cond.wait(self.SAFETY_NET)  # release() and wake() notify
                     continue
             _nap(self._sleep, wait, halted)
+
+    def wake(self) -> None:
+        """Have every caller waiting for a slot look again (``Client._halt``)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def release(self, ticket: int, answered: bool, shrink: bool = False, pause: "Optional[float]" = None) -> None:
         with self._cond:
@@ -2220,10 +2243,11 @@ class _Retry(Exception):
 
 class _Download:
     def __init__(self, client: "Client", rid: int, out_dir: str, url: str,
-                 progress: "Optional[Progress]", cancel: "Optional[threading.Event]") -> None:
+                 progress: "Optional[Progress]", cancel: "Optional[threading.Event]",
+                 halted: "threading.Event") -> None:
         self.client, self.rid, self.out_dir, self.url = client, rid, out_dir, url
         self.progress = progress
-        self.cancel = cancel
+        self.cancel, self.halted = cancel, halted  # halted: see Client._call_json
         # What the storage said of the object, kept across tries: its length, (header, value) naming
         # this version of it, and the extension its first bytes call for.
         self.total: "Optional[int]" = None
@@ -2263,8 +2287,7 @@ class _Download:
 
     def _transfer(self, writer: "_Writer") -> "Tuple[str, int]":
         """Get the whole body into ``writer``; returns (extension, size)."""
-        client = self.client
-        halted = client._halted
+        client, halted = self.client, self.halted
         attempt = refreshes = 0
         while True:
             if (self.cancel is not None and self.cancel.is_set()) or halted.is_set():
@@ -2279,7 +2302,7 @@ class _Download:
                                         run_id=self.rid) from None
                 refreshes += 1
                 client._log.info("run %d: %s; asking for a fresh URL", self.rid, why)
-                self.url = client._fresh_url(self.rid, self.url, why)
+                self.url = client._fresh_url(self.rid, self.url, halted, why)
                 continue
             except (_Retry, TransportError) as exc:
                 if isinstance(exc, TransportError) and not exc.retryable:
@@ -2851,6 +2874,7 @@ class _Fetch:
         self.wait = wait
         self.progress, self.on_outcome, self.on_wait = progress, on_outcome, on_wait
         self.cancel = cancel if cancel is not None else threading.Event()
+        self.halted = client._halted  # every call and download of this journey ends at its halt
         self.outcomes: "Dict[int, FetchOutcome]" = {}
         self.flying = 0  # runs sent to be resolved and not settled (nor back to waiting) yet
         self.waiting: "List[int]" = []  # run IDs not ready, to ask for again at next_poll
@@ -3031,11 +3055,12 @@ class _Fetch:
     def _resolve(self, chunk: "List[int]") -> "Dict[int, RunResult]":
         if self.cancel.is_set():
             return {rid: RunResult(rid, MISSING, error="interrupted") for rid in chunk}
-        return self.client._resolve_chunk(chunk)
+        return self.client._resolve_chunk(chunk, self.halted)
 
     def _transfer(self, result: "RunResult") -> "_Staged":
         assert result.url is not None  # a ready run has its URL
-        return _Download(self.client, result.run_id, self.out_dir, result.url, self.progress, self.cancel).stage()
+        return _Download(self.client, result.run_id, self.out_dir, result.url, self.progress, self.cancel,
+                         self.halted).stage()
 
     def _commit(self, batch: "List[_Staged]") -> "List[FetchOutcome]":
         outcomes = []
@@ -3148,6 +3173,7 @@ class _Generate:
         self.unreachable = None
         self.to_submit = []     # prompt indices held back until the first submission has its answer
         self.cancel = threading.Event()
+        self.halted = client._halted  # every call and download of this journey ends at its halt
         self.interrupt = _InterruptFlag()
         self.deadline = client._clock() + wait
 
@@ -3442,9 +3468,8 @@ class _Generate:
                                   "time": time.time()})
         except OSError as exc:
             return None, "not submitted: cannot write %s: %s" % (self.manifest.path, _os_error_text(exc)), None
-        options = {k: v for k, v in payload.items() if k != "prompt"}
         try:
-            task_id = self.client.create_task(payload["prompt"], **options)
+            task_id = self.client._create_task(payload, self.halted)
         except (APIError, TransportError) as exc:
             self._submission_failed(key, exc)
             return None, "submission failed: %s" % exc, exc
@@ -3476,12 +3501,12 @@ class _Generate:
     def _poll(self, i: "int") -> "Task":
         task_id = self.outcomes[i].task_id
         assert task_id is not None  # only a prompt with a task is polled
-        return self.client.get_task(task_id)
+        return self.client._get_task(task_id, self.halted)
 
     def _resolve(self, chunk: "List[int]") -> "Dict[int, RunResult]":
         if self.cancel.is_set():
             return {rid: RunResult(rid, MISSING, error="interrupted") for rid in chunk}
-        return self.client._resolve_chunk(chunk)
+        return self.client._resolve_chunk(chunk, self.halted)
 
     def _download(self, result: "RunResult") -> "FetchOutcome":
         """One run from URL to durable file, as an outcome, in one thread; a failure ends as in fetch
@@ -3489,7 +3514,7 @@ class _Generate:
         rid = result.run_id
         assert result.url is not None  # a ready run has its URL
         try:
-            path, size = _Download(self.client, rid, self.out_dir, result.url, None, self.cancel).run()
+            path, size = _Download(self.client, rid, self.out_dir, result.url, None, self.cancel, self.halted).run()
             return FetchOutcome(rid, "saved", path, size)
         except AuthenticationError:
             raise

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from hypothesis import given, strategies as st
@@ -204,7 +205,7 @@ def test_an_existing_file_is_never_replaced(fake, client, tmp_path):
 def test_a_file_that_appears_meanwhile_wins(fake, client, tmp_path):
     fake.add_run(5, size=5000)
     url = client.get_results([5])[5].url
-    download = sb._Download(client, 5, str(tmp_path), url, None, None)
+    download = sb._Download(client, 5, str(tmp_path), url, None, None, threading.Event())
     real = download._transfer
 
     def transfer(writer):
@@ -262,7 +263,7 @@ def any_chunk_boundaries_give_the_same_file(size, sizes, kind):
     data = b"".join(body_bytes(3, size, kind))
     writer = sb._Writer(io.BytesIO())
     seen = []
-    download = sb._Download(NoClient, 3, ".", "http://x/", seen.append, None)
+    download = sb._Download(NoClient, 3, ".", "http://x/", seen.append, None, threading.Event())
     ext = download._stream(ChoppyAnswer(data, sizes), writer, None, len(data))
     assert writer.file.getvalue() == data
     assert sum(seen) == len(data)
@@ -278,7 +279,7 @@ def test_any_chunk_boundaries_give_the_same_file(early):
 def test_short_body_against_content_length_is_caught():
     data = b"".join(body_bytes(3, 1000))
     writer = sb._Writer(io.BytesIO())
-    download = sb._Download(NoClient, 3, ".", "http://x/", None, None)
+    download = sb._Download(NoClient, 3, ".", "http://x/", None, None, threading.Event())
     with pytest.raises(sb._Retry, match="truncated: got 1000 of 2000"):
         download._stream(ChoppyAnswer(data, [10, 500]), writer, None, 2000)
 

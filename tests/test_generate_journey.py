@@ -31,23 +31,23 @@ def bulk_bodies(fake):
 def test_tasks_are_polled_concurrently_never_more_than_workers_at_once(fake, make_client, tmp_path):
     fake.default_task_plan = ("success", 0)
     client = make_client()
-    real = client.get_task
+    real = client._get_task  # what each of generate's polls calls
     together = threading.Barrier(2, timeout=10)  # passes only if two polls are out at the same time
     lock = threading.Lock()
     out_now, most = [0], [0]
 
-    def get_task(task_id):
+    def get_task(task_id, halted):
         with lock:
             out_now[0] += 1
             most[0] = max(most[0], out_now[0])
         try:
             together.wait()
-            return real(task_id)
+            return real(task_id, halted)
         finally:
             with lock:
                 out_now[0] -= 1
 
-    client.get_task = get_task
+    client._get_task = get_task
     got = sb.generate(client, ["a", "b", "c", "d"], str(tmp_path), workers=2)
     assert [o.status for o in got] == ["saved"] * 4
     assert most[0] == 2
@@ -76,20 +76,11 @@ def test_a_finished_run_is_downloaded_while_others_still_generate(fake, make_cli
 
 def test_a_poll_that_fails_once_is_asked_again_and_no_prompt_gets_another_ones_run(fake, make_client, tmp_path):
     fake.default_task_plan = ("success", 0)
-    client = make_client()
-    real = client.get_task
-    failed = []
-
-    def get_task(task_id):
-        if not failed:
-            failed.append(task_id)
-            raise sb.APIError("HTTP 404 Not Found: Task not found", status=404)
-        return real(task_id)
-
-    client.get_task = get_task
-    got = sb.generate(client, ["first", "second"], str(tmp_path), workers=1)
+    fake.poll_faults = [404]  # the first poll's answer
+    got = sb.generate(make_client(), ["first", "second"], str(tmp_path), workers=1)
     assert [o.status for o in got] == ["saved", "saved"]
-    assert failed == [got[0].task_id]
+    polls = [r["path"] for r in fake.seen("api", "GET")]
+    assert polls[0] == "/apis/text-to-sound/" + got[0].task_id and polls.count(polls[0]) == 2
     for o in got:  # each prompt has its own task's run and file
         assert o.run_id == fake.tasks[o.task_id]["run_id"]
         assert fake.tasks[o.task_id]["prompt"] == o.prompt
@@ -98,13 +89,8 @@ def test_a_poll_that_fails_once_is_asked_again_and_no_prompt_gets_another_ones_r
 
 
 def test_a_task_never_checked_says_why_when_time_is_up(fake, make_client, tmp_path):
-    client = make_client()
-
-    def get_task(task_id):
-        raise sb.APIError("HTTP 404 Not Found: Task not found", status=404)
-
-    client.get_task = get_task
-    (got,) = sb.generate(client, ["hum"], str(tmp_path), wait=3)
+    fake.poll_faults = [404] * 20  # more than the polls of 3 s
+    (got,) = sb.generate(make_client(), ["hum"], str(tmp_path), wait=3)
     assert got.status == "pending" and got.task_id
     assert got.error.startswith("could not check the task: HTTP 404") and "run the same command again" in got.error
 

@@ -11,6 +11,7 @@ import os
 import socket
 import socketserver
 import struct
+import threading
 import time
 
 import pytest
@@ -507,7 +508,7 @@ def test_a_link_that_appears_while_downloading_is_not_replaced_or_followed(clien
     body = wav(100_000)
     target = tmp_path / "target"
     with Storage([reply(body)]) as storage:
-        download = sb._Download(client, 5, str(tmp_path), storage.url, None, None)
+        download = sb._Download(client, 5, str(tmp_path), storage.url, None, None, threading.Event())
         real = download._transfer
 
         def transfer(writer):
