@@ -2684,6 +2684,11 @@ class _Staged:
 # Many runs: resolve in chunks, download in parallel, poll the pending ones
 # ---------------------------------------------------------------------------
 
+#: The longest a journey's calling thread goes without looking at its Ctrl-C flag (seconds): a Ctrl-C
+#: is seen within it while the thread waits for its workers.
+_FLAG_SLICE = 0.05
+
+
 class _InterruptFlag:
     """While a journey runs in the main thread, Ctrl-C (and a SIGTERM the CLI maps to it) raises a flag
     that the loop checks, instead of an exception at whatever line runs then (one raised inside a lock's
@@ -2951,7 +2956,7 @@ class _Fetch:
                     return  # every run settled
                 self._pause(self.next_poll - clock())
                 continue
-            timeout = 0.1 if not self.waiting else max(0.0, min(0.1, self.next_poll - clock()))
+            timeout = _FLAG_SLICE if not self.waiting else max(0.0, min(_FLAG_SLICE, self.next_poll - clock()))
             for event in self.inbox.take(timeout):
                 self._handle(*event)
 
@@ -3266,7 +3271,7 @@ class _Generate:
     def _wait_for_answer(self, due_in: "Optional[float]") -> None:
         import queue
         try:  # in short slices, so a raised flag is seen soon
-            future = self.done.get(timeout=0.2 if due_in is None else max(0.0, min(0.2, due_in)))
+            future = self.done.get(timeout=_FLAG_SLICE if due_in is None else max(0.0, min(_FLAG_SLICE, due_in)))
         except queue.Empty:
             return
         kind, arg = self.inflight.pop(future)
@@ -3537,7 +3542,7 @@ class _Generate:
         while pending:
             if self.interrupt.raised:
                 self.client.abort()  # a second Ctrl-C: stop waiting for answers
-            pending = list(wait_for(pending, timeout=0.2)[1])
+            pending = list(wait_for(pending, timeout=_FLAG_SLICE)[1])
         self.api.shutdown(wait=True)
         self.downloads.shutdown(wait=True)
         for future, (kind, arg) in list(self.inflight.items()):
