@@ -617,7 +617,11 @@ class Client:
         self._window = _CallWindow(api_concurrency, clock, sleep)
         self._unreachable: "Optional[APIUnreachableError]" = None  # set once the API proved out of reach
         import threading
-        self._halted = threading.Event()  # set by _halt() for the calls under way then; a new one after
+        # How abort() reaches what is under way: the halt event of each piece of work (a journey, a
+        # get_results) while it runs, and one for calls made on their own (replaced by a new one then).
+        self._halted = threading.Event()
+        self._works: "Set[threading.Event]" = set()
+        self._works_lock = threading.Lock()
         self._pool = _Pool(self)
         self._log = _logger()
 
@@ -680,7 +684,12 @@ class Client:
         import threading
         if not chunks:
             return []
-        parts = [self._resolve_chunk(chunks[0])] + [{} for _ in chunks[1:]]
+        halted = threading.Event()
+        return self._as_work(halted, lambda: self._resolve_in_threads(chunks, halted))
+
+    def _resolve_in_threads(self, chunks: "List[List[int]]", halted: "threading.Event") -> "List[Dict[int, RunResult]]":
+        import threading
+        parts = [self._resolve_chunk(chunks[0], halted)] + [{} for _ in chunks[1:]]
         todo = iter(range(1, len(chunks)))
         lock = threading.Lock()
         failed: "List[BaseException]" = []
@@ -692,21 +701,22 @@ class Client:
                         i = next(todo, None) if not failed else None
                     if i is None:
                         return
-                    parts[i] = self._resolve_chunk(chunks[i])
+                    parts[i] = self._resolve_chunk(chunks[i], halted)
             except BaseException as exc:  # handed to the calling thread
                 with lock:
                     failed.append(exc)
 
         threads = [threading.Thread(target=work, name="sound_bulk-resolve", daemon=True)
                    for _ in range(min(self._window.limit, len(chunks) - 1))]
-        for thread in threads:
-            thread.start()
         try:
+            for thread in threads:
+                thread.start()
             for thread in threads:
                 thread.join()
         except BaseException as exc:
             with lock:
                 failed.append(exc)  # the others take no new chunk
+            self._halt(halted)  # and the calls under way try no more (Ctrl-C)
             raise
         if failed:
             raise failed[0]
@@ -824,24 +834,41 @@ class Client:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                     or not 1 <= workers <= 64):
             raise ConfigurationError("workers must be a whole number from 1 to 64")
-        return _Fetch(self, ids, out_dir, workers, float(wait or 0), progress, on_outcome, cancel,
-                      on_wait).run()
+        journey = _Fetch(self, ids, out_dir, workers, float(wait or 0), progress, on_outcome, cancel, on_wait)
+        return self._as_work(journey.halted, journey.run)
 
     def abort(self) -> None:
-        """Break off every call and transfer under way (Ctrl-C in ``fetch``): their connections are
-        shut, a wait before trying again ends at once, and nothing is tried again.  Calls started
-        afterwards are not affected."""
-        self._halt()
-        self._pool.abort()
-
-    def _halt(self) -> None:
-        """Every call and download under way stops at its next wait before trying again (that wait
-        ends at once) and is not tried again; a request on the wire still gets its answer.  (Ctrl-C
-        in ``generate``: a submission that is sent must learn its task ID.)"""
+        """Stop everything under way on this client, from any thread, as Ctrl-C would: every call and
+        download ends at once (its connection is shut, a wait before trying again ends, nothing is
+        tried again); a ``fetch`` or ``generate`` running now raises ``FetchInterrupted`` (one waiting
+        for its next round of asking, when that wait is over), and ``get_results`` gives the runs it
+        could not ask for as missing, saying why.  What is started afterwards is not affected."""
         import threading
-        halted, self._halted = self._halted, threading.Event()
+        with self._works_lock:
+            works, alone, self._halted = list(self._works), self._halted, threading.Event()
+        for halted in works:
+            halted.set()
+        self._halt(alone, cut=True)
+
+    def _halt(self, halted: "threading.Event", cut: bool = False) -> None:
+        """Stop one piece of work (its ``halted``: Ctrl-C in fetch, generate, get_results): each of its
+        calls and downloads stops at its next wait before trying again (that wait ends at once), or
+        before it sends, and is not tried again.  A request on the wire still gets its answer, unless
+        ``cut``: then every connection of the client is shut (other work on it tries again)."""
         halted.set()
         self._window.wake()
+        if cut:
+            self._pool.abort()
+
+    def _as_work(self, halted: "threading.Event", work: "Callable[[], T]") -> "T":
+        """``work()``, during which ``abort()`` sets ``halted``: the event all its calls and downloads take."""
+        with self._works_lock:
+            self._works.add(halted)
+        try:
+            return work()
+        finally:
+            with self._works_lock:
+                self._works.discard(halted)
 
     # -- machinery -----------------------------------------------------------
 
@@ -866,8 +893,8 @@ class Client:
         wait the server asks for (Retry-After and kin) pauses every caller, not only this one.
         When no try got an answer and no other call got one meanwhile, the API is out of reach:
         ``APIUnreachableError``, for this call and at once for every later one.
-        ``halted``: the event of ``_halt`` as it was when the work this call is part of began (a
-        journey reads it before it looks at its own ``cancel``); by default, as it is now.
+        ``halted``: the halt event of the work this call is part of (``_as_work``); by default, that of
+        calls made on their own, as it is now.
         """
         once = (method, path) in ONCE_ONLY
         url = self.base_url + "/" + path
@@ -887,39 +914,35 @@ class Client:
             known = self._unreachable
             if known is not None:  # another call found the API out of reach: this one is not even tried
                 raise APIUnreachableError(known.url, known.cause, known.tries, sent=False)
-            answered = throttled = False
+            answered = False
             ticket = window.acquire(halted)
             if ticket is None:  # halted while it waited for its turn
                 raise error
-            try:
-                with self._pool.request(method, url, headers, body, once=once) as answer:
-                    answered = True
-                    data = answer.read_all(MAX_JSON_BYTES)
-            except (TransportError, OSError, _http_errors()) as exc:
-                if not isinstance(exc, TransportError):
-                    exc = TransportError("%s %s: reading the answer failed: %s" % (
-                        method, path, self._redact(_exc_text(exc))))
-                error = exc
-                final = not exc.retryable or not _may_send_again(once, exc.sent)
-                wait = backoff(attempt, self._rand)
-            except BaseException:
-                window.release(ticket, answered)
-                raise
-            else:
-                if answer.status < 300:
-                    window.release(ticket, True)
-                    return self._decode(answer, data)
-                error = self._api_error(answer, data)
-                final = not _may_send_again(once, True) or (
-                    answer.status not in RETRY_STATUSES and answer.status < 500)
-                throttled = answer.status == 429 or _retry_after(answer.headers, self._now()) is not None
-                wait = retry_wait(answer.headers, attempt, now=self._now(), rand=self._rand)
-                error.retry_after = wait
-            give_up = (final or attempt + 1 >= attempts or self._clock() - start + wait > self.retry_budget
-                       or halted.is_set())
-            # A wait the server asked for is for every caller: the window holds them all until it is over.
-            pause = wait if throttled and not give_up else None
-            window.release(ticket, answered, shrink=answered and answer.status == 429, pause=pause)
+            try:  # the slot goes back whatever happens, Ctrl-C included
+                try:
+                    with self._pool.request(method, url, headers, body, once=once, halted=halted) as answer:
+                        answered = True
+                        data = answer.read_all(MAX_JSON_BYTES)
+                except (TransportError, OSError, _http_errors()) as exc:
+                    error = exc if isinstance(exc, TransportError) else TransportError(
+                        "%s %s: reading the answer failed: %s" % (method, path, self._redact(_exc_text(exc))))
+                    final = not error.retryable or not _may_send_again(once, error.sent)
+                    wait, throttled = backoff(attempt, self._rand), False
+                else:
+                    if answer.status < 300:
+                        window.release(ticket, True)
+                        ticket = None
+                        return self._decode(answer, data)
+                    error, final, wait, throttled = self._refusal(answer, data, once, attempt)
+                give_up = (final or attempt + 1 >= attempts or self._clock() - start + wait > self.retry_budget
+                           or halted.is_set())
+                # A wait the server asked for is for every caller: the window holds them all until it is over.
+                pause = wait if throttled and not give_up else None
+                window.release(ticket, answered, shrink=answered and answer.status == 429, pause=pause)
+                ticket = None
+            finally:
+                if ticket is not None:
+                    window.release(ticket, answered)
             if give_up:
                 if isinstance(error, TransportError) and not answered and not halted.is_set():
                     self._out_of_reach(error, _cause(error, method, url), answers_before, attempts, attempt)
@@ -928,6 +951,16 @@ class Client:
             if pause is None:
                 _nap(self._sleep, wait, halted)  # halted: the next acquire says so, and the error is raised
         raise AssertionError("unreachable")
+
+    def _refusal(self, answer: "_Answer", data: bytes, once: bool,
+                 attempt: int) -> "Tuple[APIError, bool, float, bool]":
+        """What an answer of 300 or more means for the call: (error, final, wait before another try,
+        whether the API asked every caller to wait)."""
+        error = self._api_error(answer, data)
+        final = not _may_send_again(once, True) or (answer.status not in RETRY_STATUSES and answer.status < 500)
+        throttled = answer.status == 429 or _retry_after(answer.headers, self._now()) is not None
+        error.retry_after = wait = retry_wait(answer.headers, attempt, now=self._now(), rand=self._rand)
+        return error, final, wait, throttled
 
     def _out_of_reach(self, error: TransportError, cause: str, answers_before: int, attempts: int,
                       attempt: int) -> None:
@@ -1958,7 +1991,7 @@ class _Pool:
                 pass
 
     def _send(self, method: str, url: str, headers: "Mapping[str, str]", body: "Optional[bytes]",
-              once: bool = False) -> "_Answer":
+              once: bool, halted: "Optional[threading.Event]") -> "_Answer":
         import http.client
         import ssl
         origin, target = _origin(url)
@@ -1972,9 +2005,15 @@ class _Pool:
             try:
                 if not reused:
                     conn.connect()  # TCP and TLS: if this fails, no byte of the request has left
+                if halted is not None and halted.is_set():  # halted while it connected (abort() cannot cut that)
+                    raise _Halted
                 sent = True
                 conn.request(method, target, body=body, headers=headers)
                 response = conn.getresponse()
+            except _Halted:
+                self.give_back(origin, conn, False)
+                raise TransportError("%s %s: stopped before it was sent" % (method, redact_url(url)),
+                                     sent=False, retryable=False) from None
             except (OSError, ValueError, http.client.HTTPException, ssl.CertificateError) as exc:
                 self.give_back(origin, conn, False)
                 if _tls_rejected(exc):
@@ -1992,17 +2031,18 @@ class _Pool:
         raise AssertionError("unreachable")
 
     def request(self, method: str, url: str, headers: "Mapping[str, str]", body: "Optional[bytes]" = None,
-                once: bool = False) -> "_Answer":
+                once: bool = False, halted: "Optional[threading.Event]" = None) -> "_Answer":
         """Send, following redirects; secret headers are dropped when the origin changes.
 
         ``once``: the request must never be sent twice (see ONCE_ONLY and ``_may_send_again``).
+        ``halted``: once it is set, nothing more is sent (``Client._halt``).
         """
         log = self._client._log
         headers = dict(headers)
         home = _origin(url)[0]
         for _hop in range(MAX_REDIRECTS + 1):
             started = time.monotonic()
-            answer = self._send(method, url, headers, body, once)
+            answer = self._send(method, url, headers, body, once, halted)
             if log.isEnabledFor(10):
                 log.debug("%s %s -> %d (%.0f ms)", method, redact_url(url), answer.status,
                           (time.monotonic() - started) * 1000)
@@ -2229,6 +2269,10 @@ def _http_errors() -> "Type[http.client.HTTPException]":
 # One download: temp file beside the destination, resume, checks, rename
 # ---------------------------------------------------------------------------
 
+class _Halted(Exception):
+    """Inside ``_Pool._send``: the work was halted while the connection was being made."""
+
+
 class _Refused(Exception):
     """The storage refused the URL (401/403, or a 400 that speaks of expiry): a fresh URL may help."""
 
@@ -2305,6 +2349,8 @@ class _Download:
                 self.url = client._fresh_url(self.rid, self.url, halted, why)
                 continue
             except (_Retry, TransportError) as exc:
+                if halted.is_set():
+                    continue  # the top of the loop says "interrupted"
                 if isinstance(exc, TransportError) and not exc.retryable:
                     raise DownloadError("run %d: %s" % (self.rid, exc), run_id=self.rid) from None
                 last_error = exc
@@ -2327,7 +2373,7 @@ class _Download:
             headers["If-Range"] = validator[1]
         elif writer.size:
             writer.restart()  # no validator: appending could splice two versions of the object
-        with self.client._pool.request("GET", self.url, headers) as answer:
+        with self.client._pool.request("GET", self.url, headers, halted=self.halted) as answer:
             status = answer.status
             if status in (400, 401, 403):
                 body = answer.read_some(8192)
@@ -2879,7 +2925,7 @@ class _Fetch:
         self.wait = wait
         self.progress, self.on_outcome, self.on_wait = progress, on_outcome, on_wait
         self.cancel = cancel if cancel is not None else threading.Event()
-        self.halted = client._halted  # every call and download of this journey ends at its halt
+        self.halted = threading.Event()  # every call and download of this journey stops once it is set
         self.outcomes: "Dict[int, FetchOutcome]" = {}
         self.flying = 0  # runs sent to be resolved and not settled (nor back to waiting) yet
         self.waiting: "List[int]" = []  # run IDs not ready, to ask for again at next_poll
@@ -2939,7 +2985,7 @@ class _Fetch:
         self.deadline = clock() + self.wait
         resolvers = self.crews[0]
         while True:
-            if self.interrupt.raised:
+            if self.interrupt.raised or self.halted.is_set():  # Ctrl-C, or Client.abort()
                 raise KeyboardInterrupt
             if self.waiting and clock() >= self.next_poll:
                 self.again.extend(self.waiting)
@@ -2983,7 +3029,7 @@ class _Fetch:
         end = clock() + max(0.0, seconds)
         self.interrupt.sleeping = True
         try:
-            if self.interrupt.raised:
+            if self.interrupt.raised or self.halted.is_set():  # Ctrl-C, or Client.abort()
                 raise KeyboardInterrupt
             while True:
                 left = end - clock()
@@ -3040,7 +3086,7 @@ class _Fetch:
         resolvers, transfers, committer = self.crews
         if cancel:
             self.cancel.set()
-            self.client.abort()  # transfers under way stop at their next read
+            self.client._halt(self.halted, cut=True)  # transfers under way stop at their next read
         resolvers.close(drop=cancel)
         transfers.close(drop=cancel)
         resolvers.join()
@@ -3178,7 +3224,7 @@ class _Generate:
         self.unreachable = None
         self.to_submit = []     # prompt indices held back until the first submission has its answer
         self.cancel = threading.Event()
-        self.halted = client._halted  # every call and download of this journey ends at its halt
+        self.halted = threading.Event()  # every call and download of this journey stops once it is set
         self.interrupt = _InterruptFlag()
         self.deadline = client._clock() + wait
 
@@ -3189,7 +3235,7 @@ class _Generate:
         os.makedirs(self.out_dir, exist_ok=True)
         lock = _lock_manifest(self.manifest.path)
         try:
-            return self._run()
+            return self.client._as_work(self.halted, self._run)
         finally:
             if lock is not None:
                 os.close(lock)  # and the lock goes with it
@@ -3251,7 +3297,7 @@ class _Generate:
         import heapq
         clock = self.client._clock
         while True:
-            if self.interrupt.raised:
+            if self.interrupt.raised or self.halted.is_set():  # Ctrl-C, or Client.abort()
                 raise KeyboardInterrupt
             self._flush_runs()
             now = clock()
@@ -3312,7 +3358,7 @@ class _Generate:
         """Wait for the next round through the client's sleep; Ctrl-C while asleep stops at once."""
         self.interrupt.sleeping = True
         try:
-            if self.interrupt.raised:
+            if self.interrupt.raised or self.halted.is_set():  # Ctrl-C, or Client.abort()
                 raise KeyboardInterrupt
             if self.on_status is None:
                 self.client._sleep(seconds)
@@ -3533,7 +3579,7 @@ class _Generate:
         each records its task itself) unless Ctrl-C comes again; cut polls and downloads short.  No
         call is tried again, and none waits for that (``Client._halt``)."""
         self.cancel.set()
-        self.client._halt()
+        self.client._halt(self.halted)
         for future in list(self.inflight):
             future.cancel()
         self.interrupt.raised = False
@@ -3541,7 +3587,7 @@ class _Generate:
         pending = [f for f in self.inflight if not f.done()]
         while pending:
             if self.interrupt.raised:
-                self.client.abort()  # a second Ctrl-C: stop waiting for answers
+                self.client._halt(self.halted, cut=True)  # a second Ctrl-C: stop waiting for answers
             pending = list(wait_for(pending, timeout=_FLAG_SLICE)[1])
         self.api.shutdown(wait=True)
         self.downloads.shutdown(wait=True)

@@ -35,7 +35,8 @@ def test_abort_while_an_api_call_waits_to_try_again_sends_nothing_more(fake, mak
 
 def test_abort_while_every_call_waits_out_a_pause_the_api_asked_for(fake, make_client, sleeps):
     """The 429's Retry-After holds every call of the client: the call that got it, and a call made
-    afterwards, which is then halted before its first try and says so."""
+    afterwards, which waits out the rest of the same pause (the sleep stand-in aborts again during
+    that wait: a second Ctrl-C) and is then halted before its first try, and says so."""
     fake.add_runs([1])
     fake.bulk_faults = [("status", 429, [("Retry-After", "30")])] * 3
     record = {}
@@ -128,10 +129,24 @@ def test_a_halt_ends_the_real_wait_before_another_try(fake, make_client, monkeyp
     assert len(fake.seen(where)) == 1
 
 
+def runs_in(thread, function, file_name):
+    """Wait (~10 s at most) until ``thread`` runs ``function`` of the file ``file_name``; whether it did."""
+    import sys
+    for _ in range(10000):
+        frame = sys._current_frames().get(thread.ident)
+        while frame is not None:
+            if (frame.f_code.co_name, os.path.basename(frame.f_code.co_filename)) == (function, file_name):
+                return True
+            frame = frame.f_back
+        time.sleep(0.001)
+    return False
+
+
 def test_a_halt_wakes_a_call_waiting_for_a_free_slot(fake, make_client, monkeypatch):
-    """One slot (api_concurrency=1), held by a call the fake does not answer yet; a second call waits
-    for it.  A halt ends that wait at once, not when the window's safety net would (made 60 s here).
-    Timing assumed: the halted call ends within 10 s."""
+    """One slot (api_concurrency=1), held by a call the fake does not answer yet; a call of another piece
+    of work waits for it.  Halting that work (generate's first Ctrl-C: connections are not cut) ends the
+    wait at once, not when the window's safety net would (made 60 s here).  Timing assumed: the halted
+    call ends within 10 s."""
     monkeypatch.setattr(sb._CallWindow, "SAFETY_NET", 60.0)
     fake.add_runs([1, 2])
     answer = threading.Event()
@@ -144,12 +159,12 @@ def test_a_halt_wakes_a_call_waiting_for_a_free_slot(fake, make_client, monkeypa
             if fake.api_active:
                 break
             time.sleep(0.005)
-        got = {}
-        second = threading.Thread(target=lambda: got.update(client.get_results([2])))
+        got, halted = {}, threading.Event()
+        second = threading.Thread(target=lambda: got.update(client._resolve_chunk([2], halted)))
         second.start()
-        time.sleep(0.05)  # (if it has not reached its wait yet, it finds the halt there: the same end)
+        assert runs_in(second, "acquire", "sound_bulk.py")
         start = time.monotonic()
-        client._halt()  # what Ctrl-C in generate does: the first call may still get its answer
+        client._halt(halted)
         second.join(15)
         assert time.monotonic() - start < 10
         assert got[2].error == "POST text-to-sound-results: stopped before it was sent"
@@ -160,38 +175,36 @@ def test_a_halt_wakes_a_call_waiting_for_a_free_slot(fake, make_client, monkeypa
 
 
 class _CtrlCWhileEncoding:
-    """A stand-in for the module's json (``sb._json()``): encoding a request's body, the step between
-    a journey's look at its cancel and its request, first presses Ctrl-C (SIGINT to the main thread)
-    and waits until the journey has stopped its client (the halt event it began with is set)."""
+    """A stand-in for the module's json (``sb._json()``): encoding the body of the first request that
+    has ``field`` (the step between a journey's look at its cancel and its request) first presses Ctrl-C
+    (SIGINT to the main thread) and waits until the journey has halted its work."""
 
-    def __init__(self, halted, path_word):
+    def __init__(self, client, field):
         import json
-        self.json, self.halted, self.path_word = json, halted, path_word
+        self.json, self.client, self.field = json, client, field
         self.pressed = False
 
     def __getattr__(self, name):
         return getattr(self.json, name)
 
     def dumps(self, value, **kw):
-        if not self.pressed and self.path_word in value:
+        if not self.pressed and self.field in value and "event" not in value:  # (not a manifest line)
             self.pressed = True
-            import signal
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-            assert self.halted.wait(10)
+            _ctrl_c_and_wait_for(self.client)
         return self.json.dumps(value, **kw)
 
 
 @pytest.mark.parametrize("journey", ["fetch", "generate"])
 def test_ctrl_c_just_after_a_journey_looked_at_its_cancel_sends_nothing_more(fake, make_client, monkeypatch,
                                                                             tmp_path, journey):
-    """Every call and download of a journey takes the halt event the client has when the journey
-    begins, so a Ctrl-C after a worker looked at the journey's cancel, but before its call, still
-    stops that call: no request goes out after Ctrl-C, and no task is paid for."""
+    """Every call and download of a journey takes the journey's own halt event, so a Ctrl-C after a
+    worker looked at the journey's cancel, but before its call, still stops that call: no request goes
+    out after Ctrl-C, and no task is paid for."""
     import signal
     fake.add_runs([1, 2])
     client = make_client()
     word = "run_ids" if journey == "fetch" else "prompt"
-    encoder = _CtrlCWhileEncoding(client._halted, word)
+    encoder = _CtrlCWhileEncoding(client, word)
     monkeypatch.setattr(sb, "_json", lambda: encoder)
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -217,24 +230,12 @@ def test_the_first_ctrl_c_in_generate_lets_a_submission_on_the_wire_get_its_task
     """The submission is held at the fake until generate has handled Ctrl-C and waits for what is under
     way; then it is answered.  Its task is in the manifest as created, and the prompt has its ID."""
     import signal
-    import sys
     client = make_client()
     main = threading.main_thread()
 
-    def generate_waits_in_stop():
-        for _ in range(10000):  # at most ~10 s
-            frame, names = sys._current_frames().get(main.ident), []
-            while frame is not None:
-                names.append((frame.f_code.co_name, os.path.basename(frame.f_code.co_filename)))
-                frame = frame.f_back
-            if ("_stop", "sound_bulk.py") in names and ("wait", "_base.py") in names:
-                return True
-            time.sleep(0.001)
-        return False
-
     def gate():
         signal.pthread_kill(main.ident, signal.SIGINT)
-        assert generate_waits_in_stop()
+        assert runs_in(main, "wait", "_base.py")  # concurrent.futures.wait: generate's wait for what is under way
 
     fake.api_gate = gate
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -247,3 +248,198 @@ def test_the_first_ctrl_c_in_generate_lets_a_submission_on_the_wire_get_its_task
     events = [(m["event"], m.get("task_id")) for m in map(_json_loads, (tmp_path / sb.MANIFEST_NAME).open())]
     assert events == [("submitting", None), ("created", task_id)]
     assert info.value.outcomes[0].task_id == task_id
+
+
+def test_abort_during_get_results_stops_its_chunks_not_started_yet(fake, make_client):
+    """get_results is one piece of work: abort() while its first chunk is on the wire also stops the
+    chunks that were to follow (nothing more is sent), and each says so."""
+    ids = list(range(1, 16))  # three chunks of five
+    fake.add_runs(ids)
+    record, calls = {}, []
+    fake.api_gate = lambda: calls.append(1) or record["client"].abort()
+    client = record["client"] = make_client()
+    got = client.get_results(ids)
+    assert len(calls) == 1  # (not fake.seen: the fake records a request after its gate)
+    assert all(r.status == "missing" for r in got.values())
+    assert {got[rid].error for rid in ids[5:]} == {"POST text-to-sound-results: stopped before it was sent"}
+
+
+def _ctrl_c_and_wait_for(client):
+    """Press Ctrl-C (SIGINT to the main thread) while the client's one piece of work runs, and wait (10 s
+    at most) until that work has been halted; then go on either way (the test's checks tell)."""
+    import signal
+    (halted,) = client._works
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    halted.wait(10)
+
+
+def _connects_then(monkeypatch, then):
+    """Every new connection of a Client calls ``then()`` once it is made (a Ctrl-C while it connects)."""
+    real = sb._Pool._connect
+
+    def connect(self, origin):
+        conn = real(self, origin)
+        made = conn.connect
+
+        def connect_then():
+            made()
+            then()
+        conn.connect = connect_then
+        return conn
+    monkeypatch.setattr(sb._Pool, "_connect", connect)
+
+
+def test_ctrl_c_while_a_submission_connects_sends_nothing(fake, make_client, monkeypatch, tmp_path):
+    """A connection still being made (slow DNS, a lost SYN) cannot be cut by shutting sockets: once it
+    is made, nothing is sent on it after Ctrl-C.  No task is paid for, and the manifest says so."""
+    import signal
+    client = make_client()
+    _connects_then(monkeypatch, lambda: _ctrl_c_and_wait_for(client))
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(sb.FetchInterrupted):
+            sb.generate(client, ["rain"], str(tmp_path))
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert fake.requests == [] and fake.tasks == {}
+    events = [json_line["event"] for json_line in map(_json_loads, (tmp_path / sb.MANIFEST_NAME).open())]
+    assert events == ["submitting", "submit_failed"]
+
+
+def test_abort_while_a_download_connects_sends_nothing(fake, make_client, monkeypatch, tmp_path):
+    fake.add_runs([1])
+    url = make_client().get_results([1])[1].url
+    client = make_client()
+    _connects_then(monkeypatch, client.abort)
+    with pytest.raises(sb.DownloadError, match="interrupted"):
+        client.download(1, str(tmp_path), url)
+    assert fake.seen("storage") == [] and os.listdir(str(tmp_path)) == []
+
+
+def test_ctrl_c_in_one_journey_leaves_another_on_the_same_client_alone(fake, make_client, monkeypatch, tmp_path):
+    """Two fetches share a Client: one in another thread, started first (so Ctrl-C is not its business:
+    only journeys of the main thread, and those started inside them, take it), then one in the main
+    thread.  Ctrl-C stops the second; the first one's bulk call, made after that, still goes out, and
+    its runs are saved."""
+    import signal
+    fake.add_runs([1, 2, 3])
+    client = make_client()
+    other_calls, first_halted = threading.Event(), threading.Event()
+
+    class Json:
+        def __getattr__(self, name):
+            return getattr(json, name)
+
+        def dumps(self, value, **kw):
+            if value.get("run_ids") == [1, 2]:  # the other fetch's call: sent once the first is halted
+                other_calls.set()
+                assert first_halted.wait(10)
+            elif value.get("run_ids") == [3]:  # the main thread's call: Ctrl-C
+                (halted,) = [h for h in client._works if h is not others_halted[0]]
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                assert halted.wait(10)
+                first_halted.set()
+            return json.dumps(value, **kw)
+
+    import json
+    monkeypatch.setattr(sb, "_json", lambda: Json())
+    others_halted, got = [], {}
+    real_as_work = client._as_work
+
+    def as_work(halted, work):  # note which halt event is the other fetch's
+        if threading.current_thread() is not threading.main_thread():
+            others_halted.append(halted)
+        return real_as_work(halted, work)
+    client._as_work = as_work
+    other = threading.Thread(target=lambda: got.update(
+        {o.run_id: o.status for o in client.fetch([1, 2], str(tmp_path / "other"))}))
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        other.start()
+        assert other_calls.wait(10)
+        with pytest.raises(sb.FetchInterrupted):
+            client.fetch([3], str(tmp_path / "first"))
+    finally:
+        signal.signal(signal.SIGINT, old)
+        first_halted.set()
+        other.join(15)
+    assert got == {1: "saved", 2: "saved"}
+
+
+def test_ctrl_c_in_get_results_stops_the_chunks_of_its_threads(fake, make_client, monkeypatch):
+    """get_results sends its first chunk itself, the others from threads.  Ctrl-C while it waits for
+    them: a chunk not sent yet is not sent (here: the next one, caught as it is being encoded)."""
+    import json
+    import signal
+    ids = list(range(1, 16))  # three chunks of five
+    fake.add_runs(ids)
+    client = make_client(api_concurrency=1)  # one thread for the second and third chunks, in turn
+
+    class Json:
+        def __getattr__(self, name):
+            return getattr(json, name)
+
+        def dumps(self, value, **kw):
+            if value.get("run_ids") == ids[5:10]:
+                _ctrl_c_and_wait_for(client)
+            return json.dumps(value, **kw)
+
+    monkeypatch.setattr(sb, "_json", lambda: Json())
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.get_results(ids)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    for thread in threading.enumerate():
+        if thread.name.startswith("sound_bulk-resolve"):
+            thread.join(30)  # (longer than the 10 s the Ctrl-C waits for the halt: a wrong program sends)
+    assert [json.loads(r["body"])["run_ids"] for r in fake.seen("api")] == [ids[:5]]
+
+
+def test_ctrl_c_between_two_tries_gives_the_slot_back(fake, make_client):
+    """Ctrl-C in the calling thread just after a try failed (here: as the jitter for the wait is drawn)
+    leaves the call window as it was: with one slot, the next call does not wait forever for it."""
+    fake.add_runs([1])
+    fake.bulk_faults = [("status", 503)]
+
+    def rand():
+        raise KeyboardInterrupt
+
+    client = make_client(api_concurrency=1, rand=rand)
+    with pytest.raises(KeyboardInterrupt):
+        client.get_results([1])
+    client._rand = lambda: 0.5
+    got = {}
+    later = threading.Thread(target=lambda: got.update(client.get_results([1])), daemon=True)
+    later.start()
+    later.join(10)
+    assert got and got[1].ready
+
+
+@pytest.mark.parametrize("journey", ["fetch", "generate"])
+def test_abort_from_another_thread_ends_a_journey_as_ctrl_c_would(fake, make_client, tmp_path, journey):
+    """abort() (here from the fake's thread, as the first API call arrives) while a journey runs in a
+    thread of its own: it raises FetchInterrupted with every run or prompt, and nothing more is sent."""
+    ids = list(range(1, 11))
+    fake.add_runs(ids)
+    client = make_client()
+    calls = []
+    fake.api_gate = lambda: calls.append(1) or (len(calls) == 1 and client.abort())
+    got = {}
+
+    def run():
+        try:
+            if journey == "fetch":
+                client.fetch(ids, str(tmp_path), workers=1)
+            else:
+                sb.generate(client, ["rain", "wind", "sea"], str(tmp_path), workers=1)
+        except sb.FetchInterrupted as exc:
+            got["outcomes"] = exc.outcomes
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    assert len(got["outcomes"]) == (10 if journey == "fetch" else 3)
+    assert not any(o.status == "saved" for o in got["outcomes"])
+    assert len(calls) == 1 and fake.seen("storage") == []  # (calls: the fake records a request after its gate)
