@@ -11,6 +11,7 @@ import os
 import socket
 import socketserver
 import struct
+import sys
 import threading
 import time
 
@@ -38,6 +39,12 @@ def ranged(partial, plain):
 
 class _Threading(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up (a download refused, a connection reset with the reply unread) is not
+        # news; socketserver would print its traceback over the test run's output.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Storage:
