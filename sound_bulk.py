@@ -848,17 +848,18 @@ class Client:
             works, alone, self._halted = list(self._works), self._halted, threading.Event()
         for halted in works:
             halted.set()
-        self._halt(alone, cut=True)
+        self._halt(alone)
+        self._pool.abort()  # every connection: the works' and the calls' on their own
 
     def _halt(self, halted: "threading.Event", cut: bool = False) -> None:
         """Stop one piece of work (its ``halted``: Ctrl-C in fetch, generate, get_results): each of its
         calls and downloads stops at its next wait before trying again (that wait ends at once), or
         before it sends, and is not tried again.  A request on the wire still gets its answer, unless
-        ``cut``: then every connection of the client is shut (other work on it tries again)."""
+        ``cut``: then its connections are shut (those of other work on the client are left alone)."""
         halted.set()
         self._window.wake()
         if cut:
-            self._pool.abort()
+            self._pool.abort(halted)
 
     def _as_work(self, halted: "threading.Event", work: "Callable[[], T]") -> "T":
         """``work()``, during which ``abort()`` sets ``halted``: the event all its calls and downloads take."""
@@ -934,10 +935,11 @@ class Client:
                         ticket = None
                         return self._decode(answer, data)
                     error, final, wait, throttled = self._refusal(answer, data, once, attempt)
-                give_up = (final or attempt + 1 >= attempts or self._clock() - start + wait > self.retry_budget
-                           or halted.is_set())
-                # A wait the server asked for is for every caller: the window holds them all until it is over.
-                pause = wait if throttled and not give_up else None
+                done = final or attempt + 1 >= attempts or self._clock() - start + wait > self.retry_budget
+                give_up = done or halted.is_set()
+                # A wait the server asked for is for every caller: the window holds them all until it is over
+                # (also when this call was halted: other work on the client goes on).
+                pause = wait if throttled and not done else None
                 window.release(ticket, answered, shrink=answered and answer.status == 429, pause=pause)
                 ticket = None
             finally:
@@ -1926,7 +1928,7 @@ class _Pool:
         import threading
         self._client = client
         self._idle: "Dict[Origin, List[http.client.HTTPConnection]]" = {}
-        self._busy: "Set[http.client.HTTPConnection]" = set()
+        self._busy: "Dict[http.client.HTTPConnection, Optional[threading.Event]]" = {}  # -> its work's halt
         self._lock = threading.Lock()
         self.opened: "Dict[str, int]" = {}
 
@@ -1965,7 +1967,7 @@ class _Pool:
 
     def give_back(self, origin: "Origin", conn: "http.client.HTTPConnection", reuse: bool) -> None:
         with self._lock:
-            self._busy.discard(conn)
+            self._busy.pop(conn, None)
             if reuse:
                 self._idle.setdefault(origin, []).append(conn)
                 return
@@ -1978,10 +1980,11 @@ class _Pool:
             for conn in conns:
                 conn.close()
 
-    def abort(self) -> None:
+    def abort(self, halted: "Optional[threading.Event]" = None) -> None:
+        """Shut the connections under way: every one, or those of the work whose halt event is ``halted``."""
         import socket
         with self._lock:
-            busy = list(self._busy)
+            busy = [conn for conn, theirs in self._busy.items() if halted is None or theirs is halted]
         for conn in busy:
             sock = getattr(conn, "sock", None)
             try:
@@ -2000,7 +2003,7 @@ class _Pool:
         for fresh in ((True,) if once else (False, True)):
             conn, reused = (self._connect(origin), False) if fresh else self._take(origin)
             with self._lock:
-                self._busy.add(conn)
+                self._busy[conn] = halted
             sent = reused
             try:
                 if not reused:
@@ -2464,6 +2467,8 @@ class _Download:
                 filled = 0
             if not n:
                 break
+        if self.halted.is_set():  # this end may be a connection that the halt cut (nothing else may tell)
+            raise DownloadError("interrupted", run_id=self.rid)
         if ext is None:
             ext = self._check_head(writer)
         if expected is not None and writer.size != expected:

@@ -145,8 +145,9 @@ def runs_in(thread, function, file_name):
 def test_a_halt_wakes_a_call_waiting_for_a_free_slot(fake, make_client, monkeypatch):
     """One slot (api_concurrency=1), held by a call the fake does not answer yet; a call of another piece
     of work waits for it.  Halting that work (generate's first Ctrl-C: connections are not cut) ends the
-    wait at once, not when the window's safety net would (made 60 s here).  Timing assumed: the halted
-    call ends within 10 s."""
+    wait at once, not when the window's safety net would (made 60 s here).  Timing assumed: the first
+    call reaches the fake within 5 s, the second its wait for a slot within 10 s, and the halted call
+    ends within 10 s."""
     monkeypatch.setattr(sb._CallWindow, "SAFETY_NET", 60.0)
     fake.add_runs([1, 2])
     answer = threading.Event()
@@ -159,6 +160,7 @@ def test_a_halt_wakes_a_call_waiting_for_a_free_slot(fake, make_client, monkeypa
             if fake.api_active:
                 break
             time.sleep(0.005)
+        assert fake.api_active
         got, halted = {}, threading.Event()
         second = threading.Thread(target=lambda: got.update(client._resolve_chunk([2], halted)))
         second.start()
@@ -228,7 +230,8 @@ def _json_loads(line):
 
 def test_the_first_ctrl_c_in_generate_lets_a_submission_on_the_wire_get_its_task(fake, make_client, tmp_path):
     """The submission is held at the fake until generate has handled Ctrl-C and waits for what is under
-    way; then it is answered.  Its task is in the manifest as created, and the prompt has its ID."""
+    way; then it is answered.  Its task is in the manifest as created, and the prompt has its ID.
+    Timing assumed: generate reaches that wait within 10 s of the Ctrl-C."""
     import signal
     client = make_client()
     main = threading.main_thread()
@@ -317,53 +320,101 @@ def test_abort_while_a_download_connects_sends_nothing(fake, make_client, monkey
 
 
 def test_ctrl_c_in_one_journey_leaves_another_on_the_same_client_alone(fake, make_client, monkeypatch, tmp_path):
-    """Two fetches share a Client: one in another thread, started first (so Ctrl-C is not its business:
-    only journeys of the main thread, and those started inside them, take it), then one in the main
-    thread.  Ctrl-C stops the second; the first one's bulk call, made after that, still goes out, and
-    its runs are saved."""
+    """Two journeys share a Client: a generate in another thread, started first (so Ctrl-C is not its
+    business: only journeys of the main thread, and those started inside them, take it), then a fetch
+    in the main thread, Ctrl-C'd.  The generate's submission, on the wire meanwhile, is neither halted
+    nor cut: it gets its task, recorded as created, and the prompt is saved.  Timing assumed: each
+    side's waits for the other (10 s at most) are long enough."""
+    import json
     import signal
-    fake.add_runs([1, 2, 3])
+    fake.add_runs([3])
+    fake.task_plan.append(("success", 0))
     client = make_client()
-    other_calls, first_halted = threading.Event(), threading.Event()
+    on_the_wire, fetch_over = threading.Event(), threading.Event()
+
+    def gate():  # the first API request is the generate's submission: held until the fetch is over
+        if not on_the_wire.is_set():
+            on_the_wire.set()
+            fetch_over.wait(10)
+    fake.api_gate = gate
 
     class Json:
         def __getattr__(self, name):
             return getattr(json, name)
 
         def dumps(self, value, **kw):
-            if value.get("run_ids") == [1, 2]:  # the other fetch's call: sent once the first is halted
-                other_calls.set()
-                assert first_halted.wait(10)
-            elif value.get("run_ids") == [3]:  # the main thread's call: Ctrl-C
-                (halted,) = [h for h in client._works if h is not others_halted[0]]
+            if isinstance(value, dict) and value.get("run_ids") == [3]:  # the fetch's bulk call: Ctrl-C
+                fetch_halted = [h for h in client._works if h is not generate_halted[0]][0]
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-                assert halted.wait(10)
-                first_halted.set()
+                fetch_halted.wait(10)
             return json.dumps(value, **kw)
 
-    import json
     monkeypatch.setattr(sb, "_json", lambda: Json())
-    others_halted, got = [], {}
+    generate_halted, got = [], {}
     real_as_work = client._as_work
 
-    def as_work(halted, work):  # note which halt event is the other fetch's
+    def as_work(halted, work):  # note which halt event is the generate's
         if threading.current_thread() is not threading.main_thread():
-            others_halted.append(halted)
+            generate_halted.append(halted)
         return real_as_work(halted, work)
     client._as_work = as_work
     other = threading.Thread(target=lambda: got.update(
-        {o.run_id: o.status for o in client.fetch([1, 2], str(tmp_path / "other"))}))
+        outcomes=sb.generate(client, ["rain"], str(tmp_path / "other"), workers=1)))
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         other.start()
-        assert other_calls.wait(10)
+        assert on_the_wire.wait(10)
         with pytest.raises(sb.FetchInterrupted):
             client.fetch([3], str(tmp_path / "first"))
     finally:
         signal.signal(signal.SIGINT, old)
-        first_halted.set()
+        fetch_over.set()
         other.join(15)
-    assert got == {1: "saved", 2: "saved"}
+    (outcome,) = got["outcomes"]
+    assert outcome.status == "saved" and outcome.task_id in fake.tasks
+    events = [m["event"] for m in map(_json_loads, (tmp_path / "other" / sb.MANIFEST_NAME).open())]
+    assert events[:2] == ["submitting", "created"]
+
+
+def test_a_call_halted_on_the_wire_still_passes_on_the_pause_the_api_asked_for(fake, make_client, sleeps):
+    """A 429 with Retry-After that comes to a call of halted work ends that call, and still holds the
+    client's other callers for the time the API asked (Ctrl-C in one journey; the others go on)."""
+    fake.add_runs([1])
+    fake.bulk_faults = [("status", 429, [("Retry-After", "30")])]
+    halted = threading.Event()
+    fake.api_gate = halted.set  # halted while its request is on the wire (connections are not cut)
+    client = make_client()
+    assert "HTTP 429" in client._resolve_chunk([1], halted)[1].error and sleeps.waits == []
+    fake.api_gate = None
+    assert client.get_results([1])[1].ready and sleeps.waits == [30.0]
+
+
+def test_abort_while_a_body_is_held_back_ends_the_download_interrupted(fake, make_client, tmp_path):
+    """abort() while the storage holds the body back (headers sent): the connection it shuts ends the
+    body early, which is not the storage's doing; the download ends "interrupted", not as a short or
+    empty body, and leaves no file.  Timing assumed: the fake holds the body 20 s, far longer than
+    the abort takes to come."""
+    fake.add_runs([1])
+    fake.slow_delay = 20
+    fake.storage_faults[1] = ["slow"]
+    client = make_client()
+    got = {}
+
+    def download():
+        try:
+            client.download(1, str(tmp_path))
+        except sb.DownloadError as exc:
+            got["error"] = str(exc)
+
+    thread = threading.Thread(target=download)
+    thread.start()
+    for _ in range(2000):  # ~10 s at most
+        if fake.stalled:
+            break
+        time.sleep(0.005)
+    client.abort()
+    thread.join(15)
+    assert got["error"] == "interrupted" and os.listdir(str(tmp_path)) == []
 
 
 def test_ctrl_c_in_get_results_stops_the_chunks_of_its_threads(fake, make_client, monkeypatch):
@@ -399,7 +450,8 @@ def test_ctrl_c_in_get_results_stops_the_chunks_of_its_threads(fake, make_client
 
 def test_ctrl_c_between_two_tries_gives_the_slot_back(fake, make_client):
     """Ctrl-C in the calling thread just after a try failed (here: as the jitter for the wait is drawn)
-    leaves the call window as it was: with one slot, the next call does not wait forever for it."""
+    leaves the call window as it was: with one slot, the next call does not wait forever for it.
+    Timing assumed: that call ends within 10 s."""
     fake.add_runs([1])
     fake.bulk_faults = [("status", 503)]
 
@@ -420,7 +472,8 @@ def test_ctrl_c_between_two_tries_gives_the_slot_back(fake, make_client):
 @pytest.mark.parametrize("journey", ["fetch", "generate"])
 def test_abort_from_another_thread_ends_a_journey_as_ctrl_c_would(fake, make_client, tmp_path, journey):
     """abort() (here from the fake's thread, as the first API call arrives) while a journey runs in a
-    thread of its own: it raises FetchInterrupted with every run or prompt, and nothing more is sent."""
+    thread of its own: it raises FetchInterrupted with every run or prompt, and nothing more is sent.
+    Timing assumed: the journey ends within 10 s of the abort."""
     ids = list(range(1, 11))
     fake.add_runs(ids)
     client = make_client()
@@ -440,6 +493,7 @@ def test_abort_from_another_thread_ends_a_journey_as_ctrl_c_would(fake, make_cli
     thread = threading.Thread(target=run)
     thread.start()
     thread.join(10)
+    assert not thread.is_alive() and "outcomes" in got
     assert len(got["outcomes"]) == (10 if journey == "fetch" else 3)
     assert not any(o.status == "saved" for o in got["outcomes"])
     assert len(calls) == 1 and fake.seen("storage") == []  # (calls: the fake records a request after its gate)
