@@ -385,6 +385,7 @@ def test_these_are_not_audio(head):
     (EBML + b"\x84abcd" + bytes(100), "unsupported audio format: Matroska ('abcd')"),
     (b"caff\x00\x01\x00\x00" + bytes(100), "unsupported audio format: Core Audio"),
     (b"FORM\x00\x00\x00\x6c8SVXVHDR" + bytes(100), "unsupported audio format: IFF ('8SVX')"),  # not AIFF
+    (b".snd\x00\x00\x00\x18" + bytes(100), "unsupported audio format: Sun AU"),
 ], ids=short_id)
 def test_what_is_not_saved_is_named(client, tmp_path, body, words):
     # fails before: the UTF-16 page and the 0xFF body were saved as 5.mp3; containers were "not audio".
