@@ -1,6 +1,7 @@
 """Client.abort() (Ctrl-C in fetch) while a call or a download waits before trying again: the wait ends,
 nothing is tried again, and calls made afterwards are not affected.  The waits go through the sleep
 seam here; test_cli.py::test_ctrl_c_while_the_api_asks_to_wait_ends_at_once has the real sleep."""
+import json
 import os
 import threading
 import time
@@ -176,24 +177,17 @@ def test_a_halt_wakes_a_call_waiting_for_a_free_slot(fake, make_client, monkeypa
     assert len(fake.seen("api")) == 1
 
 
-class _CtrlCWhileEncoding:
-    """A stand-in for the module's json (``sb._json()``): encoding the body of the first request that
-    has ``field`` (the step between a journey's look at its cancel and its request) first presses Ctrl-C
-    (SIGINT to the main thread) and waits until the journey has halted its work."""
+def encoding_calls(monkeypatch, hook):
+    """The module's json (``sb._json()``) with a ``dumps`` that first calls ``hook(value)``: encoding a
+    request's body is the step of a call between a journey's look at its cancel and its request."""
+    class Json:
+        def __getattr__(self, name):
+            return getattr(json, name)
 
-    def __init__(self, client, field):
-        import json
-        self.json, self.client, self.field = json, client, field
-        self.pressed = False
-
-    def __getattr__(self, name):
-        return getattr(self.json, name)
-
-    def dumps(self, value, **kw):
-        if not self.pressed and self.field in value and "event" not in value:  # (not a manifest line)
-            self.pressed = True
-            _ctrl_c_and_wait_for(self.client)
-        return self.json.dumps(value, **kw)
+        def dumps(self, value, **kw):
+            hook(value)
+            return json.dumps(value, **kw)
+    monkeypatch.setattr(sb, "_json", Json)
 
 
 @pytest.mark.parametrize("journey", ["fetch", "generate"])
@@ -205,9 +199,13 @@ def test_ctrl_c_just_after_a_journey_looked_at_its_cancel_sends_nothing_more(fak
     import signal
     fake.add_runs([1, 2])
     client = make_client()
-    word = "run_ids" if journey == "fetch" else "prompt"
-    encoder = _CtrlCWhileEncoding(client, word)
-    monkeypatch.setattr(sb, "_json", lambda: encoder)
+    field, pressed = ("run_ids" if journey == "fetch" else "prompt"), []
+
+    def ctrl_c_at_the_first_request(value):  # (a manifest line has an "event")
+        if not pressed and field in value and "event" not in value:
+            pressed.append(1)
+            _ctrl_c_and_wait_for(client)
+    encoding_calls(monkeypatch, ctrl_c_at_the_first_request)
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(sb.FetchInterrupted):
@@ -217,15 +215,10 @@ def test_ctrl_c_just_after_a_journey_looked_at_its_cancel_sends_nothing_more(fak
                 sb.generate(client, ["rain"], str(tmp_path))
     finally:
         signal.signal(signal.SIGINT, old)
-    assert encoder.pressed and fake.requests == []
+    assert pressed and fake.requests == []
     if journey == "generate":  # the manifest knows no task was made: a rerun submits the prompt
-        events = [json_line["event"] for json_line in map(_json_loads, (tmp_path / sb.MANIFEST_NAME).open())]
+        events = [json_line["event"] for json_line in map(json.loads, (tmp_path / sb.MANIFEST_NAME).open())]
         assert events == ["submitting", "submit_failed"]
-
-
-def _json_loads(line):
-    import json
-    return json.loads(line)
 
 
 def test_the_first_ctrl_c_in_generate_lets_a_submission_on_the_wire_get_its_task(fake, make_client, tmp_path):
@@ -248,7 +241,7 @@ def test_the_first_ctrl_c_in_generate_lets_a_submission_on_the_wire_get_its_task
     finally:
         signal.signal(signal.SIGINT, old)
     (task_id,) = fake.tasks
-    events = [(m["event"], m.get("task_id")) for m in map(_json_loads, (tmp_path / sb.MANIFEST_NAME).open())]
+    events = [(m["event"], m.get("task_id")) for m in map(json.loads, (tmp_path / sb.MANIFEST_NAME).open())]
     assert events == [("submitting", None), ("created", task_id)]
     assert info.value.outcomes[0].task_id == task_id
 
@@ -305,7 +298,7 @@ def test_ctrl_c_while_a_submission_connects_sends_nothing(fake, make_client, mon
     finally:
         signal.signal(signal.SIGINT, old)
     assert fake.requests == [] and fake.tasks == {}
-    events = [json_line["event"] for json_line in map(_json_loads, (tmp_path / sb.MANIFEST_NAME).open())]
+    events = [json_line["event"] for json_line in map(json.loads, (tmp_path / sb.MANIFEST_NAME).open())]
     assert events == ["submitting", "submit_failed"]
 
 
@@ -325,7 +318,6 @@ def test_ctrl_c_in_one_journey_leaves_another_on_the_same_client_alone(fake, mak
     in the main thread, Ctrl-C'd.  The generate's submission, on the wire meanwhile, is neither halted
     nor cut: it gets its task, recorded as created, and the prompt is saved.  Timing assumed: each
     side's waits for the other (10 s at most) are long enough."""
-    import json
     import signal
     fake.add_runs([3])
     fake.task_plan.append(("success", 0))
@@ -338,18 +330,12 @@ def test_ctrl_c_in_one_journey_leaves_another_on_the_same_client_alone(fake, mak
             fetch_over.wait(10)
     fake.api_gate = gate
 
-    class Json:
-        def __getattr__(self, name):
-            return getattr(json, name)
-
-        def dumps(self, value, **kw):
-            if isinstance(value, dict) and value.get("run_ids") == [3]:  # the fetch's bulk call: Ctrl-C
-                fetch_halted = [h for h in client._works if h is not generate_halted[0]][0]
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-                fetch_halted.wait(10)
-            return json.dumps(value, **kw)
-
-    monkeypatch.setattr(sb, "_json", lambda: Json())
+    def ctrl_c_at_the_fetchs_call(value):
+        if isinstance(value, dict) and value.get("run_ids") == [3]:
+            fetch_halted = [h for h in client._works if h is not generate_halted[0]][0]
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            fetch_halted.wait(10)
+    encoding_calls(monkeypatch, ctrl_c_at_the_fetchs_call)
     generate_halted, got = [], {}
     real_as_work = client._as_work
 
@@ -372,7 +358,7 @@ def test_ctrl_c_in_one_journey_leaves_another_on_the_same_client_alone(fake, mak
         other.join(15)
     (outcome,) = got["outcomes"]
     assert outcome.status == "saved" and outcome.task_id in fake.tasks
-    events = [m["event"] for m in map(_json_loads, (tmp_path / "other" / sb.MANIFEST_NAME).open())]
+    events = [m["event"] for m in map(json.loads, (tmp_path / "other" / sb.MANIFEST_NAME).open())]
     assert events[:2] == ["submitting", "created"]
 
 
@@ -420,22 +406,12 @@ def test_abort_while_a_body_is_held_back_ends_the_download_interrupted(fake, mak
 def test_ctrl_c_in_get_results_stops_the_chunks_of_its_threads(fake, make_client, monkeypatch):
     """get_results sends its first chunk itself, the others from threads.  Ctrl-C while it waits for
     them: a chunk not sent yet is not sent (here: the next one, caught as it is being encoded)."""
-    import json
     import signal
     ids = list(range(1, 16))  # three chunks of five
     fake.add_runs(ids)
     client = make_client(api_concurrency=1)  # one thread for the second and third chunks, in turn
 
-    class Json:
-        def __getattr__(self, name):
-            return getattr(json, name)
-
-        def dumps(self, value, **kw):
-            if value.get("run_ids") == ids[5:10]:
-                _ctrl_c_and_wait_for(client)
-            return json.dumps(value, **kw)
-
-    monkeypatch.setattr(sb, "_json", lambda: Json())
+    encoding_calls(monkeypatch, lambda value: value.get("run_ids") == ids[5:10] and _ctrl_c_and_wait_for(client))
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
