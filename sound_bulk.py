@@ -1504,7 +1504,10 @@ def _parse_json(data: bytes, redact: "Callable[[str], str]") -> "Tuple[object, O
     MAX_JSON_DEPTH is refused (so nothing downstream can recurse too deep).
     """
     try:
-        value = _json().loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        if _nests_too_deep(text):  # not even parsed: see _nests_too_deep
+            return None, "JSON nested more than %d deep" % MAX_JSON_DEPTH
+        value = _json().loads(text)
     except (UnicodeDecodeError, ValueError):
         return None, "a body that is not JSON"
     except RecursionError:
@@ -1525,6 +1528,26 @@ def _parse_json(data: bytes, redact: "Callable[[str], str]") -> "Tuple[object, O
         return scrub(value, 0), None
     except _TooDeep:
         return None, "JSON nested more than %d deep" % MAX_JSON_DEPTH
+
+
+def _nests_too_deep(text: str) -> bool:
+    """Whether JSON ``text`` opens more than MAX_JSON_DEPTH arrays or objects inside one another (strings
+    skipped).  Such text is refused before ``json.loads`` sees it: parsing it runs into the interpreter's
+    recursion limit, and on 3.8 that can abort the whole process ("Fatal Python error: Cannot recover
+    from stack overflow"), which no ``except`` catches.  Cheap for every answer with few brackets."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    import re
+    depth = 0
+    for token in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        mark = token.group()
+        if mark == "[" or mark == "{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif mark == "]" or mark == "}":
+            depth -= 1
+    return False
 
 
 #: What ``_terminal_safe`` escapes: C0 controls, DEL, C1 controls, lone surrogates (unprintable), the
