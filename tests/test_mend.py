@@ -204,6 +204,7 @@ def _manifest_lines(folder, *records):
     {"event": "created", "task_id": {"id": "t-1"}},
     {"event": "created", "task_id": ""},
     {"event": {"name": "submit_unknown"}, "run_id": "7"},
+    {"event": "task", "task_id": 5},                # any event: a line naming a task records a submission
 ])
 def test_a_mistyped_submission_line_still_blocks_paying_twice(fake, make_client, tmp_path, line):
     key = sb.prompt_keys(["drip"], None, "sound")[0]
