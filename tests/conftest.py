@@ -311,7 +311,7 @@ _hold_back_full_collections_without_freeze()
 
 
 def pytest_collection_modifyitems(items):
-    # The long tests (marked early) come last: the other core's worker (tests/two_cores.py) starts there
+    # The long tests (marked early) come last: the workers (tests/two_cores.py) start there
     marked = [item for item in items if item.get_closest_marker("early") is not None]
     items[:] = [item for item in items if item.get_closest_marker("early") is None] + marked
 
@@ -334,8 +334,8 @@ def pytest_addoption(parser, pluginmanager):
 # ``function(folder, **its parameters)`` returned (``folder``: a new empty folder).  These are the tests that
 # mostly wait (for the child interpreters they start, for a timeout) or compute alone (the costliest
 # hypothesis properties, property_scenario below).  They run last in collection order, which is where the
-# worker on the other core (tests/two_cores.py) starts taking tests, so they start at once and overlap
-# with the short tests that run here.  The scenario, the doing part, is kept apart from the checks, which
+# workers (tests/two_cores.py) start taking tests, so they start at once and overlap with the short tests
+# that run here.  The scenario, the doing part, is kept apart from the checks, which
 # are the test's body.
 
 

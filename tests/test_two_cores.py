@@ -17,7 +17,7 @@ os.environ["TWO_CORES_MAIN"] = str(os.getpid())  # pytest's process; the worker 
 
 def pytest_addoption(parser, pluginmanager):
     import two_cores
-    pluginmanager.register(two_cores.TwoCores(), "two-cores")
+    pluginmanager.register(two_cores.TwoCores({workers}), "two-cores")
 """
 
 MODULE = """
@@ -89,15 +89,15 @@ SPECIAL = {
 }
 
 
-def _small_suite(folder):
-    """Runs the small suite in a child pytest (an early scenario: conftest): its exit status, its output
-    and the log its tests wrote."""
+def _small_suite(folder, workers=1, special=None, counts=(("a", 35), ("b", 3), ("c", 2))):
+    """Runs the small suite in a child pytest (an early scenario: conftest) with that many workers: its
+    exit status, its output and the log its tests wrote."""
     import pathlib
     folder = pathlib.Path(folder)
-    (folder / "conftest.py").write_text(CONFTEST.format(here=HERE))
-    for module, count in (("a", 35), ("b", 3), ("c", 2)):
+    (folder / "conftest.py").write_text(CONFTEST.format(here=HERE, workers=workers))
+    for module, count in counts:
         (folder / ("test_%s.py" % module)).write_text(
-            MODULE.format(module=module, count=count, special=SPECIAL[module].strip("\n")))
+            MODULE.format(module=module, count=count, special=(special or SPECIAL)[module].strip("\n")))
     log = folder / "log"
     (folder / "log.b0").write_text("")
     env = dict(os.environ, TWO_CORES_LOG=str(log))
@@ -115,9 +115,9 @@ def test_the_worker_takes_tests_from_the_back_and_pytest_reports_them_all_in_ord
     """Timing assumed: the worker starts, runs five tiny tests and dies within 60 s (the first test waits
     for that, on Linux's /proc, so what each process runs is known).  The worker runs c1, c0, b2, b1, b0,
     then dies in a34; pytest's process runs a0-a33, then a34 itself (no record), and hands on the worker's
-    reports: failure, skip and warning included, in collection order.  Each process sets up a module's
-    fixture for the tests it runs in a row and tears it down when its next test is elsewhere (the worker
-    goes backwards)."""
+    reports: failure, skip and warning included, in collection order.  pytest's process keeps a module's
+    fixture up for the tests it runs in a row; the worker, which does not know its next test, tears it
+    down after each."""
     returncode, out, log = early()
     assert returncode == 1, out
     assert "2 failed, 37 passed, 1 skipped, 1 warning" in out, out
@@ -143,6 +143,64 @@ def test_the_worker_takes_tests_from_the_back_and_pytest_reports_them_all_in_ord
     assert {name: pids for name, pids in runs.items() if pids != [main]} == {
         "b0": [worker], "b1": [worker], "b2": [worker], "c0": [worker], "c1": [worker], "a34": [worker, main]}
     assert len(runs) == 40
-    # the worker was gone before a33 ended: a34 was then this process's to run next, so a stayed up
-    assert fixtures == {worker: ["setup c", "teardown c", "setup b", "teardown b", "setup a"],
+    # the worker does not know its next test: it tears a module's fixture down after each test.  It was gone
+    # before a33 ended: a34 was then this process's to run next, so a stayed up here
+    assert fixtures == {worker: ["setup c", "teardown c"] * 2 + ["setup b", "teardown b"] * 3 + ["setup a"],
                         main: ["setup a", "teardown a"]}
+
+
+SPECIAL_TWO = {  # two workers, each in one of c1 and c0 until pytest's process has run every other test
+    "a": "",
+    "b": "",
+    "c": """
+    if os.getpid() != int(os.environ["TWO_CORES_MAIN"]):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                {"run c 0", "run c 1"} <= {line.rpartition(" ")[0] for line in _lines()}
+                and "run b 2 " + os.environ["TWO_CORES_MAIN"] in _lines()):
+            time.sleep(0.01)
+        if n == 0:
+            time.sleep(0.3)  # still at work when pytest's process comes to c0
+            log("end", MODULE, n, os.getpid())
+        else:  # once c0 has ended (and its record is written), this worker dies in the middle of c1
+            while time.monotonic() < deadline and not any(line.startswith("end c 0 ") for line in _lines()):
+                time.sleep(0.01)
+            time.sleep(0.3)
+            os._exit(3)
+""",
+}
+
+
+def _two_workers(folder):
+    special = {name: "    def _lines():\n        with open(os.environ['TWO_CORES_LOG']) as f:\n" +
+               "            return f.read().splitlines()\n" + text for name, text in SPECIAL_TWO.items()}
+    return _small_suite(folder, workers=2, special=special)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or (os.cpu_count() or 1) < 2,
+                    reason="the workers need fork and 2 cores")
+@pytest.mark.early(scenario=_two_workers)
+def test_two_workers_share_the_back_and_pytest_waits_for_each_or_runs_what_a_dead_one_had(early):
+    """Timing assumed: the two workers start within 60 s, and each takes one of the last two tests, c1
+    and c0, which wait for each other and for pytest's process to run every other test.  The worker in c0
+    ends it 0.3 s later, while pytest's process waits for its record (it does not run c0 again); the
+    worker in c1 dies 0.3 s after c0 has ended (by then c0's record is written), and pytest's process runs
+    c1 itself.  Every test is reported once, in collection order."""
+    returncode, out, log = early()
+    assert returncode == 0, out
+    assert "40 passed" in out, out
+    names = [line.split(" ")[0] for line in out.splitlines() if " PASSED " in line]
+    assert names == (["test_a.py::test_it[%d]" % n for n in range(35)] + ["test_b.py::test_it[%d]" % n
+                                                                         for n in range(3)]
+                     + ["test_c.py::test_it[%d]" % n for n in range(2)]), out
+    runs = {}
+    for line in log.splitlines():
+        words = line.split()
+        if words[0] == "run":
+            runs.setdefault(words[1] + words[2], []).append(int(words[3]))
+    main = runs["a0"][0]
+    workers = {runs["c0"][0], runs["c1"][0]}
+    assert len(workers) == 2 and main not in workers, (log, out)
+    assert {name: pids for name, pids in runs.items() if pids != [main]} == {
+        "c0": [runs["c0"][0]], "c1": [runs["c1"][0], main]}, runs
+    assert len(runs) == 40

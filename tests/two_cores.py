@@ -1,25 +1,27 @@
 """The suite on two cores: a pytest plugin (registered by conftest) that shares the tests between pytest's
-process and a forked copy of it.
+process and forked copies of it (the workers; two of them).
 
 After collection (the long tests, marked early, come last: conftest), pytest's process takes tests from the
-front of the list, in order, as its loop reaches them, and the forked copy (the worker) takes them from
-the back, one at a time, until the two meet.  So the long tests start at once on the other core, and both
-cores stay busy to the end whatever each test costs.  A claim is made under a lock (one token in a pipe) on
-counters in shared memory.
+front of the list, in order, as its loop reaches them, and the workers take them from the back, one at a
+time each, until the two ends meet.  So the long tests start at once, and the cores stay busy to the end
+whatever each test costs.  Three processes on two cores: many tests wait (for a child interpreter, a
+server, a timeout), and while one waits another can run.  A claim is made under a lock (one token in a
+pipe) on counters in shared memory, where a worker also notes each test it takes as its own.
 
-The worker runs each test it takes through pytest's whole protocol (fixtures, capture, warnings) and
+A worker runs each test it takes through pytest's whole protocol (fixtures, capture, warnings) and
 records what pytest reports (each report as pytest serializes it for other processes, and the warnings)
-in a file both processes hold open and nobody can see (unlinked: nothing is left on disk, whatever
-happens).  When pytest's loop here reaches a test the worker took, it waits for that record and hands the
+in a file all processes hold open and nobody can see (unlinked: nothing is left on disk, whatever
+happens).  When pytest's loop here reaches a test a worker took, it waits for that record and hands the
 reports to pytest as if the test had run here: the terminal, `--durations`, `-x` and the exit status see
 every test, in collection order.
 
-If the worker ends without a test's record (it crashed, or was killed), this process runs every test
-without a record itself, as it would have without the worker.  There is no worker without `os.fork`, on
-one core, with threads already running, for fewer than 40 tests, with output not captured (`-s`), with
-`--pdb`, or with SOUND_BULK_EARLY=0 (then everything runs in one process).  The worker stays in pytest's
-process group, so whatever stops that group (a Ctrl-C at the terminal, tools/mutate.py's timeout) stops
-it too; if pytest alone is killed, the worker ends after its current test.
+A worker that ends without a test's record leaves that test to this process.  One that dies (a crash, a
+kill) may have died holding the lock: the other is stopped, and this process runs every test without a
+record itself, as it would have without workers.  There is no worker without `os.fork`, on one core, with
+threads already running, for fewer than 40 tests, with output not captured (`-s`), with `--pdb`, or with
+SOUND_BULK_EARLY=0 (then everything runs in one process).  The workers stay in pytest's process group, so
+whatever stops that group (a Ctrl-C at the terminal, tools/mutate.py's timeout) stops them too; if pytest
+alone is killed, each ends after its current test.
 """
 import mmap
 import os
@@ -33,6 +35,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 MIN_TESTS = 40
+WORKERS = 2  # three processes on two cores (see above); tests/test_two_cores.py also runs one worker alone
 
 
 def can_fork():
@@ -44,26 +47,34 @@ def can_fork():
 
 
 class _Split:
-    """A list of n jobs shared with one forked copy: this process takes jobs by index from the front, the
-    fork takes them from the back, until the two meet.  The fork appends each result, as (index, bytes), to
-    a file both hold open (unlinked), and publishes its length.  Everything shared lives under one lock,
-    a token in a pipe."""
+    """A list of n jobs shared with forked copies: this process takes jobs by index from the front, the
+    forks take them from the back, until the two ends meet.  A fork appends each result, as (index, bytes),
+    to a file all hold open (unlinked), and publishes its length; it notes each job it takes as its own
+    (its pid), so this process knows whom to wait for.  Everything shared lives under one lock, a token in
+    a pipe."""
 
-    _COUNTERS = struct.Struct("qqq")  # front: jobs below it are ours; back: jobs from it are the fork's; length
+    _COUNTERS = struct.Struct("qqq")  # front: jobs below it are ours; back: jobs from it are the forks'; length
     _RECORD = struct.Struct("qq")  # a result's index and length
+    _CLAIM = struct.Struct("q")  # which fork took a job (its pid)
 
     def __init__(self, n):
         import tempfile
-        self.memory = mmap.mmap(-1, self._COUNTERS.size)
+        self.memory = mmap.mmap(-1, self._COUNTERS.size + self._CLAIM.size * n)
         self._COUNTERS.pack_into(self.memory, 0, 0, n, 0)
         self.lock_r, self.lock_w = os.pipe()
-        os.set_blocking(self.lock_r, False)  # both processes wait in select(), and look at the other
+        os.set_blocking(self.lock_r, False)  # every process waits in select(), and looks at the others
         os.write(self.lock_w, b"t")
         self.parent = os.getpid()
         self.log = tempfile.TemporaryFile(prefix="sound_bulk-two-cores-")
-        self.written = self.read = 0
+        self.read = 0
         self.results = {}
-        self.pid = None  # the fork, in this process, until it is known to have ended
+        self.pids = set()  # the forks, in this process, until each is known to have ended
+        self.broken = False  # here: a fork died (maybe holding the token): the others were stopped
+
+    @property
+    def pid(self):
+        """Here: a fork that may still give results (None once none can)."""
+        return None if self.broken or not self.pids else min(self.pids)
 
     def _counters(self, change=None):
         """(front, back, length), read under the lock; ``change(front, back, length)`` may return new
@@ -80,9 +91,9 @@ class _Split:
                 os.write(self.lock_w, b"t")
 
     def _lock(self):
-        """Takes the token: True.  False when the fork has ended, maybe with the token (killed while it
-        held it): the lock is not needed any more.  The fork ends itself when pytest's process is gone,
-        whoever held the token."""
+        """Takes the token: True.  False when no fork can take it any more (all have ended, or one died
+        and the others were stopped): the lock is not needed then.  A fork ends itself when pytest's
+        process is gone, whoever held the token."""
         import select
         while True:
             try:
@@ -93,49 +104,70 @@ class _Split:
             if os.getpid() != self.parent:
                 if os.getppid() != self.parent:
                     os._exit(1)
-            elif self.pid is None or os.waitpid(self.pid, os.WNOHANG)[0]:
-                self.pid = None
+            elif self._reap() is None:
                 return False
             select.select([self.lock_r], [], [], 0.5)
 
+    def _reap(self):
+        """Here: notes the forks that have ended.  One that died (a signal, or a status but 0) may have
+        died holding the token: the others are stopped, and every job without a result is ours."""
+        for pid in list(self.pids):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                self.pids.discard(pid)
+                if status:
+                    self.broken = True
+                    self.stop()
+                    break
+        return self.pid
+
+    def _claimant(self, i):
+        return self._CLAIM.unpack_from(self.memory, self._COUNTERS.size + self._CLAIM.size * i)[0]
+
     def take(self, i):
-        """Here: whether job i is ours (then it is, and so is every job before it), or the fork's.  Once
-        the fork has ended, every job without a result is ours."""
+        """Here: whether job i is ours (then it is, and so is every job before it), or a fork's.  Once
+        the fork that took it has ended, a job without a result is ours."""
         if self.pid is not None:
             front, back, _ = self._counters(lambda front, back, n: (max(front, i + 1), back, n) if i < back else None)
             if i < back:
                 return True
-            if self.pid is not None and not os.waitpid(self.pid, os.WNOHANG)[0]:
-                return False  # the fork's, and the fork is at work
-            self.pid = None
-        self._read()  # the fork has ended: what it wrote is all there is
+            if self._reap() is not None and self._claimant(i) in self.pids:
+                return False  # a fork's, and that fork is at work
+        self._read()  # what the fork that took it wrote is all there is
         return i not in self.results
 
     def take_from_back(self):
-        """In the fork: the index of the next job it takes, or None once the two have met."""
-        front, back, _ = self._counters(lambda front, back, n: (front, back - 1, n) if back > front else None)
+        """In a fork: the index of the next job it takes, or None once the two ends have met."""
+        def claim(front, back, n):
+            if back > front:
+                self._CLAIM.pack_into(self.memory, self._COUNTERS.size + self._CLAIM.size * (back - 1), os.getpid())
+                return front, back - 1, n
+            return None
+        front, back, _ = self._counters(claim)
         return back - 1 if back > front else None
 
     def give(self, i, data):
-        """In the fork: job i's result."""
-        os.pwrite(self.log.fileno(), self._RECORD.pack(i, len(data)) + data, self.written)
-        self.written += self._RECORD.size + len(data)
-        self._counters(lambda front, back, n, end=self.written: (front, back, end))
+        """In a fork: job i's result, written at the end of the file, under the lock."""
+        def append(front, back, end):
+            os.pwrite(self.log.fileno(), self._RECORD.pack(i, len(data)) + data, end)
+            return front, back, end + self._RECORD.size + len(data)
+        self._counters(append)
 
     def result(self, i):
-        """Here: the fork's result of job i, waiting for it; None if the fork ended without it."""
+        """Here: the result of job i, waiting for the fork that took it; None if it ended without it."""
+        claimant = self._claimant(i)
         while i not in self.results:
             self._read()
-            if i in self.results or self.pid is None:
+            if i in self.results:
                 break
-            if os.waitpid(self.pid, os.WNOHANG)[0]:
-                self.pid = None  # ended: one last look at what it wrote
-                continue
+            if self._reap() is None or claimant not in self.pids:
+                self._read()  # ended: one last look at what it wrote
+                break
             time.sleep(0.002)
         return self.results.pop(i, None)
 
     def _read(self):
-        """Here: the results the fork has written since the last look."""
+        """Here: the results the forks have written since the last look."""
         length = self._counters()[2]
         while self.read < length:
             index, size = self._RECORD.unpack(os.pread(self.log.fileno(), self._RECORD.size, self.read))
@@ -143,19 +175,19 @@ class _Split:
             self.read += self._RECORD.size + size
 
     def stop(self):
-        """Here: ends the fork, if it has not ended by itself."""
-        if self.pid is not None:
-            import signal
+        """Here: ends the forks that have not ended by themselves."""
+        import signal
+        for pid in list(self.pids):
             try:
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-            os.waitpid(self.pid, 0)
-            self.pid = None
+            os.waitpid(pid, 0)
+            self.pids.discard(pid)
 
 
 def _fork(split, work):
-    """Starts the fork, which runs ``work()`` and ends; in this process, returns."""
+    """Starts a fork, which runs ``work()`` and ends; in this process, returns."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -167,18 +199,19 @@ def _fork(split, work):
             status = 1
         finally:
             os._exit(status)
-    split.pid = pid
+    split.pids.add(pid)
 
 
 class TwoCores:
     """The plugin: conftest registers one per session (tests/test_two_cores.py makes its own)."""
 
-    def __init__(self):
+    def __init__(self, workers=WORKERS):
+        self.workers = workers  # forks that take tests from the back
         self.config = None
-        self.split = None  # the tests' split, in pytest's process, while a worker may have tests
+        self.split = None  # the tests' split, in pytest's process, while the workers may have tests
         self.index = {}  # test -> its place in the list
         self.items = []
-        self.reports = None  # in the worker: what pytest reports about the test under way
+        self.reports = None  # in a worker: what pytest reports about the test under way
         self.rewriting = None  # while the test files' asserts are rewritten on two cores: ends that
 
     # -- assert rewriting ----------------------------------------------------------------------------
@@ -206,7 +239,7 @@ class TwoCores:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
-        """Starts the worker, then lets pytest's loop run here (the worker never comes back into it)."""
+        """Starts the workers, then lets pytest's loop run here (a worker never comes back into it)."""
         config = self.config
         capman = config.pluginmanager.getplugin("capturemanager")
         if (len(session.items) < MIN_TESTS or not can_fork() or session.testsfailed or config.option.collectonly
@@ -215,7 +248,7 @@ class TwoCores:
             return None
         factory = getattr(config, "_tmp_path_factory", None)
         if factory is not None:  # one folder of temp folders for both, made here: pytest here removes it in time
-            factory.getbasetemp()  # (one made in the worker would stay for good, locked by a process that is gone)
+            factory.getbasetemp()  # (one made in a worker would stay for good, locked by a process that is gone)
         self.items = list(session.items)
         self.index = {item: i for i, item in enumerate(self.items)}
         split = _Split(len(self.items))
@@ -224,12 +257,13 @@ class TwoCores:
         def work():
             self._quiet(capman)
             self._work(session, split, parent)
-        _fork(split, work)
-        self.split = split  # here only: in the worker, pytest's own protocol runs each test
+        for _ in range(self.workers):
+            _fork(split, work)
+        self.split = split  # here only: in a worker, pytest's own protocol runs each test
         return None
 
     def _quiet(self, capman):
-        """The worker's output goes nowhere, and its tests' output is captured in files of its own: the
+        """A worker's output goes nowhere, and its tests' output is captured in files of its own: the
         capture of the session, suspended between tests, is left as it is (its files are shared with
         pytest's process) and a new one starts over /dev/null."""
         quiet = os.open(os.devnull, os.O_RDWR)
@@ -242,21 +276,25 @@ class TwoCores:
             capman.suspend_global_capture()
 
     def _work(self, session, split, parent):
+        """In a worker: takes tests from the back one at a time (a test claimed ahead could wait here while
+        another worker is idle), so its next test is not known when one ends: pytest is told it is in
+        another file, and tears down what is not the session's (the module's fixtures, set up again for the
+        next test if it needs them)."""
+        ends = (self.items[0], self.items[-1])
         current = split.take_from_back()
         while current is not None and os.getppid() == parent:
-            following = split.take_from_back()
             item = self.items[current]
             self.reports, self.seen = [], []
-            nextitem = None if following is None else self.items[following]
-            item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            elsewhere = [other for other in ends if other.nodeid.split("::")[0] != item.nodeid.split("::")[0]]
+            item.ihook.pytest_runtest_protocol(item=item, nextitem=(elsewhere or [None])[0])
             split.give(current, pickle.dumps((self.reports, self.seen)))
             if session.shouldfail or session.shouldstop:
                 break
-            current = following
+            current = split.take_from_back()
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report):
-        if self.reports is not None:  # in the worker
+        if self.reports is not None:  # in a worker
             self.reports.append(self.config.hook.pytest_report_to_serializable(config=self.config, report=report))
 
     @pytest.hookimpl
@@ -296,7 +334,7 @@ class TwoCores:
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
     def stop(self):
-        if self.split is not None:  # the session ended before the worker did (-x, Ctrl-C)
+        if self.split is not None:  # the session ended before the workers did (-x, Ctrl-C)
             self.split.stop()
 
 
