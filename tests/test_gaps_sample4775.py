@@ -99,3 +99,27 @@ def test_a_ctrl_c_while_a_request_is_sent_closes_its_connection(fake, make_clien
         client.get_results([1])
     assert opened[0].fileno() == -1, "the interrupted connection is still open"
     assert client.get_results([1])[1].ready
+
+
+def test_once_the_api_is_out_of_reach_generate_ends_without_waiting_for_another_poll(fake, make_client, sleeps,
+                                                                                     tmp_path):
+    """#3782 (the polls still planned kept after the API was found out of reach): two tasks; the first
+    poll says "not finished"; then the API stops listening, so the second poll finds it out of reach (one
+    try).  generate ends then: it does not wait for the first prompt's next poll (which could not be made:
+    no request goes out once the Client knows the API is out of reach), and both prompts end pending, "not
+    checked"."""
+    fake.task_plan += [("success", 5), ("success", 5)]
+    client = make_client(max_attempts=1)
+    late = []
+
+    def gate():  # two submissions and the first poll are answered; then the API is gone
+        late.append(client.unreachable is not None)
+        if len(late) > 3:
+            fake.api.stop()
+            raise ConnectionResetError
+    fake.api_gate = gate
+    got = sb.generate(client, ["a", "b"], str(tmp_path), workers=1)
+    assert [(o.status, o.error) for o in got] == [("pending", sb._NOT_CHECKED)] * 2
+    assert sleeps.waits == []
+    assert len(late) == 4 and not any(late), late
+    assert [r["method"] for r in fake.seen("api")] == ["POST", "POST", "GET"]
