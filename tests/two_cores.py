@@ -35,7 +35,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 MIN_TESTS = 40
-WORKERS = 2  # three processes on two cores (see above); tests/test_two_cores.py also runs one worker alone
+WORKERS = 2  # three processes on two cores (see above)
 
 
 def can_fork():
