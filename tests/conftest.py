@@ -137,6 +137,38 @@ CHILD_MODULE_DIR = _import_and_copy_for_children()
 import sound_bulk  # noqa: E402  (imported above)
 
 
+@pytest.fixture
+def sockets(monkeypatch):
+    """Every socket the client opens (socket.create_connection, as http.client opens them), to check
+    afterwards that none is left open."""
+    import socket
+    opened = []
+    real = socket.create_connection
+
+    def create_connection(*a, **kw):
+        sock = real(*a, **kw)
+        opened.append(sock)
+        return sock
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    return opened
+
+
+def json_calls(monkeypatch, name, hook):
+    """The module's json (``sound_bulk._json()``) with its function ``name`` (``dumps``, ``loads``) calling
+    ``hook(argument)`` first: to act at the moment a request's body is encoded, or to see what is parsed."""
+    import json
+
+    def call(value, *args, **kw):
+        hook(value)
+        return getattr(json, name)(value, *args, **kw)
+
+    class Json:
+        def __getattr__(self, attr):
+            return call if attr == name else getattr(json, attr)
+    monkeypatch.setattr(sound_bulk, "_json", Json)
+
+
 def hold_api_calls(fake, count, skip=0, then=0.0, wait=5.0):
     """After the first ``skip`` API requests, the next ``count`` wait (at most ``wait`` s) in the fake until
     ``count`` are in the server, then ``then`` seconds more, so whatever can be under way alongside them is."""

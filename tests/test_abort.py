@@ -9,6 +9,7 @@ import time
 import pytest
 
 import sound_bulk as sb
+from conftest import json_calls
 
 
 def aborting(record, sleeps):
@@ -177,19 +178,6 @@ def test_a_halt_wakes_a_call_waiting_for_a_free_slot(fake, make_client, monkeypa
     assert len(fake.seen("api")) == 1
 
 
-def encoding_calls(monkeypatch, hook):
-    """The module's json (``sb._json()``) with a ``dumps`` that first calls ``hook(value)``: encoding a
-    request's body is the step of a call between a journey's look at its cancel and its request."""
-    class Json:
-        def __getattr__(self, name):
-            return getattr(json, name)
-
-        def dumps(self, value, **kw):
-            hook(value)
-            return json.dumps(value, **kw)
-    monkeypatch.setattr(sb, "_json", Json)
-
-
 @pytest.mark.parametrize("journey", ["fetch", "generate"])
 def test_ctrl_c_just_after_a_journey_looked_at_its_cancel_sends_nothing_more(fake, make_client, monkeypatch,
                                                                             tmp_path, journey):
@@ -205,7 +193,8 @@ def test_ctrl_c_just_after_a_journey_looked_at_its_cancel_sends_nothing_more(fak
         if not pressed and field in value and "event" not in value:
             pressed.append(1)
             _ctrl_c_and_wait_for(client)
-    encoding_calls(monkeypatch, ctrl_c_at_the_first_request)
+    # encoding a request's body is the step of a call between a journey's look at its cancel and its request
+    json_calls(monkeypatch, "dumps", ctrl_c_at_the_first_request)
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(sb.FetchInterrupted):
@@ -335,7 +324,7 @@ def test_ctrl_c_in_one_journey_leaves_another_on_the_same_client_alone(fake, mak
             fetch_halted = [h for h in client._works if h is not generate_halted[0]][0]
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             fetch_halted.wait(10)
-    encoding_calls(monkeypatch, ctrl_c_at_the_fetchs_call)
+    json_calls(monkeypatch, "dumps", ctrl_c_at_the_fetchs_call)
     generate_halted, got = [], {}
     real_as_work = client._as_work
 
@@ -411,7 +400,7 @@ def test_ctrl_c_in_get_results_stops_the_chunks_of_its_threads(fake, make_client
     fake.add_runs(ids)
     client = make_client(api_concurrency=1)  # one thread for the second and third chunks, in turn
 
-    encoding_calls(monkeypatch, lambda value: value.get("run_ids") == ids[5:10] and _ctrl_c_and_wait_for(client))
+    json_calls(monkeypatch, "dumps", lambda value: value.get("run_ids") == ids[5:10] and _ctrl_c_and_wait_for(client))
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):

@@ -2,7 +2,6 @@
 
 import http.client
 import os
-import socket
 
 import pytest
 
@@ -121,19 +120,7 @@ def test_a_retry_after_a_cross_origin_redirect_still_carries_the_key(fake, clien
 
 # -- sockets ---------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def sockets(monkeypatch):
-    """Every socket the client opens, to check afterwards that none is left open."""
-    opened = []
-    real = socket.create_connection
-
-    def create_connection(*a, **kw):
-        sock = real(*a, **kw)
-        opened.append(sock)
-        return sock
-
-    monkeypatch.setattr(socket, "create_connection", create_connection)
-    return opened
+# (the ``sockets`` fixture, every socket the client opens, is conftest's)
 
 
 @pytest.mark.parametrize("fault", [("drop",), ("short",), ("html", 502), ("status", 503)])

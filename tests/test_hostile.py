@@ -19,7 +19,7 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 import sound_bulk as sb
-from conftest import Sleeps, any_text
+from conftest import Sleeps, any_text, json_calls
 from hostile_server import KEY, KEY_PIECE, Hostile, http, wav
 
 
@@ -525,15 +525,10 @@ def test_json_nested_past_the_limit_is_refused_without_being_parsed(monkeypatch)
     """Parsing it runs into the interpreter's recursion limit, and on 3.8 that could abort the whole test
     process ("Cannot recover from stack overflow", seen twice in CI): such a body never reaches json.loads.
     Brackets inside strings do not count."""
-    class NoParse:
-        def __getattr__(self, name):
-            return getattr(json, name)
-
-        def loads(self, text):
-            if len(text) > 1000:
-                raise AssertionError("a body nested too deep was parsed")
-            return json.loads(text)
-    monkeypatch.setattr(sb, "_json", NoParse)
+    def refuse_long(text):
+        if len(text) > 1000:
+            raise AssertionError("a body nested too deep was parsed")
+    json_calls(monkeypatch, "loads", refuse_long)
     for body in (b"[" * 100000 + b"]" * 100000, b'{"detail": ' + b"[" * 100000, b"[" * 65 + b"]" * 65):
         assert sb._parse_json(body, str) == (None, "JSON nested more than 64 deep")
     quoted = b'{"detail": "' + b"[" * 100 + b'"}'
