@@ -106,6 +106,7 @@ def _small_suite(folder):
     log.write_text("")
     env = dict(os.environ, TWO_CORES_LOG=str(log))
     env.pop("SOUND_BULK_EARLY", None)
+    env["SOUND_BULK_WORKERS"] = "2"  # whatever this run has (tools/suite_time.py sets it)
     command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
     proc = subprocess.run(command, cwd=str(folder), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, timeout=300)

@@ -35,7 +35,16 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 MIN_TESTS = 40
-WORKERS = 2  # three processes on two cores (see above)
+
+
+def _workers():
+    """The workers to fork: SOUND_BULK_WORKERS (a whole number; 0: none), else 2, three processes on two
+    cores (see above).  tools/suite_time.py compares counts."""
+    text = os.environ.get("SOUND_BULK_WORKERS", "")
+    return int(text) if text.isdigit() else 2
+
+
+WORKERS = _workers()
 
 
 def can_fork():
@@ -242,9 +251,9 @@ class TwoCores:
         """Starts the workers, then lets pytest's loop run here (a worker never comes back into it)."""
         config = self.config
         capman = config.pluginmanager.getplugin("capturemanager")
-        if (len(session.items) < MIN_TESTS or not can_fork() or session.testsfailed or config.option.collectonly
-                or config.getoption("usepdb", False) or config.getoption("capture", "fd") == "no"
-                or not hasattr(capman, "_global_capturing")):
+        if (len(session.items) < MIN_TESTS or self.workers < 1 or not can_fork() or session.testsfailed
+                or config.option.collectonly or config.getoption("usepdb", False)
+                or config.getoption("capture", "fd") == "no" or not hasattr(capman, "_global_capturing")):
             return None
         factory = getattr(config, "_tmp_path_factory", None)
         if factory is not None:  # one folder of temp folders for both, made here: pytest here removes it in time
